@@ -1,0 +1,79 @@
+// Opens the metadata database: an embedded SQLite file by default, PostgreSQL when the URL
+// says so. Both run the same migrations and the same queries through Kysely.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SQLite from 'better-sqlite3';
+import pg from 'pg';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, type Migration } from 'kysely';
+import type { DB } from './schema.ts';
+import * as initial from './migrations/0001_initial.ts';
+import * as taskFiles from './migrations/0002_task_files.ts';
+import * as fileListIndexes from './migrations/0003_file_list_indexes.ts';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Database {
+  db: Kysely<DB>;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+// PostgreSQL returns bigint (int8) as strings to be safe past 2^53; our ids, sizes and
+// millisecond times stay far below that, so numbers are what the code wants.
+pg.types.setTypeParser(20, (value) => Number(value));
+
+export function dialectOf(url: string): Dialect {
+  return /^postgres(ql)?:\/\//i.test(url) ? 'postgres' : 'sqlite';
+}
+
+export async function openDatabase(url: string, options: { poolSize?: number } = {}): Promise<Database> {
+  const dialect = dialectOf(url);
+  let db: Kysely<DB>;
+  if (dialect === 'postgres') {
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolSize ?? 10,
+      // An unreachable database (a partition, a silent host) must fail requests within a
+      // bound, not hang them: connecting (or waiting for a pooled client) and each query's
+      // answer are both time-limited. A timed-out query stays the client's active one, so a
+      // late answer cannot be mistaken for the next query's.
+      connectionTimeoutMillis: 5000,
+      query_timeout: 15_000,
+    });
+    // A dropped idle connection must not crash the process; the next query reconnects.
+    pool.on('error', () => {});
+    db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  } else {
+    const file = url.replace(/^sqlite:(\/\/)?/i, '');
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    const sqlite = new SQLite(file);
+    // busy_timeout first so the CLI can write while the server runs; WAL lets readers
+    // proceed during writes; NORMAL sync is durable across process crashes in WAL mode.
+    sqlite.pragma('busy_timeout = 10000');
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('foreign_keys = ON');
+    db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
+  }
+  await migrate(db, dialect);
+  return { db, dialect, close: () => db.destroy() };
+}
+
+async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
+  const bind = (m: {
+    up: (db: Kysely<unknown>, d: Dialect) => Promise<void>;
+    down: (db: Kysely<unknown>) => Promise<void>;
+  }): Migration => ({
+    up: (k) => m.up(k, dialect),
+    down: (k) => m.down(k),
+  });
+  const migrations: Record<string, Migration> = {
+    '0001_initial': bind(initial),
+    '0002_task_files': bind(taskFiles),
+    '0003_file_list_indexes': bind(fileListIndexes),
+  };
+  // Kysely takes an advisory lock on PostgreSQL, so several nodes can start at once.
+  const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
+  const { error } = await migrator.migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(`migration failed: ${JSON.stringify(error)}`);
+}

@@ -1,0 +1,53 @@
+// cloudreve:// URIs. Only the `my` filesystem (the user's own drive) is served by Ferry.
+import { AppError } from './errors.ts';
+
+export interface FileUri {
+  fs: 'my';
+  /** a user hash id from the user-info part, or null = the caller */
+  fsId: string | null;
+  /** decoded path segments, no empty ones, no '.' or '..' */
+  segments: string[];
+}
+
+export function parseFileUri(input: unknown): FileUri {
+  if (typeof input !== 'string' || input.length === 0)
+    throw new AppError('PARAM_INVALID', 'Uri cannot be empty');
+  if (input.length > 8192 || /[\u0000-\u001f\u007f]/.test(input))
+    throw new AppError('PARAM_INVALID', 'unknown uri');
+  let url: URL;
+  try {
+    url = new URL(input);
+  } catch {
+    throw new AppError('PARAM_INVALID', 'unknown uri');
+  }
+  if (url.protocol !== 'cloudreve:') throw new AppError('PARAM_INVALID', 'unknown uri');
+  const host = url.host.toLowerCase();
+  if (host !== 'my') throw new AppError('FORBIDDEN', `Filesystem "${host}" is not supported`);
+  let segments: string[];
+  try {
+    segments = url.pathname
+      .split('/')
+      .map((s) => decodeURIComponent(s))
+      .flatMap((s) => s.split('/'));
+  } catch {
+    throw new AppError('PARAM_INVALID', 'unknown uri');
+  }
+  const clean: string[] = [];
+  for (const s of segments) {
+    if (s === '' || s === '.') continue;
+    if (s === '..') {
+      clean.pop();
+      continue;
+    }
+    if (s.includes('\0')) throw new AppError('PARAM_INVALID', 'unknown uri');
+    clean.push(s);
+  }
+  return { fs: 'my', fsId: url.username ? decodeURIComponent(url.username) : null, segments: clean };
+}
+
+/** Each segment escaped like encodeURIComponent (uppercase hex), '/' between. */
+export function formatFileUri(segments: readonly string[]): string {
+  return segments.length === 0
+    ? 'cloudreve://my'
+    : 'cloudreve://my/' + segments.map(encodeURIComponent).join('/');
+}

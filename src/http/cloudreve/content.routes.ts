@@ -1,0 +1,152 @@
+// Public (signed) routes: blob content and archive zips. No session: the signature is the
+// credential, checked against the request's decoded path before anything is read.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Readable } from 'node:stream';
+import { AppError } from '../../domain/errors.ts';
+import { FOLDER, type FileRow } from '../../services/files.service.ts';
+import type { Services } from '../../services/index.ts';
+import { BlobNotFoundError } from '../../storage/port.ts';
+import { sendBlob } from '../send-blob.ts';
+import { zipLength, zipStream, type ZipEntry, type ZipEntryInfo } from '../zip-stream.ts';
+
+const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'GET, HEAD, OPTIONS',
+  'access-control-allow-headers': 'Range, If-Range, If-None-Match, If-Modified-Since, If-Match',
+  'access-control-expose-headers': 'Content-Range, Content-Length, Accept-Ranges, Content-Disposition, ETag',
+};
+
+/** The path as received, percent-decoded: what the link was signed over. */
+function decodedPath(request: FastifyRequest): string {
+  const raw = request.raw.url ?? '';
+  const path = raw.split('?', 1)[0]!;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    throw new AppError('INVALID_SIGN', 'invalid sign');
+  }
+}
+
+export function registerContentRoutes(app: FastifyInstance, services: Services): void {
+  const { links, files, ctx } = services;
+
+  const cors = async (_request: FastifyRequest, reply: FastifyReply) =>
+    reply.code(204).headers(CORS_HEADERS).send();
+  app.options('/file/content/*', cors);
+  app.options('/file/archive/*', cors);
+
+  const serveContent = async (request: FastifyRequest, reply: FastifyReply) => {
+    reply.headers({
+      'access-control-allow-origin': '*',
+      'access-control-expose-headers': CORS_HEADERS['access-control-expose-headers'],
+    });
+    const query = request.query as Record<string, unknown>;
+    links.verify(decodedPath(request), query.sign);
+    const { entity, speed, name } = request.params as { entity: string; speed: string; name: string };
+    const blobId = ctx.ids.decode('entity', entity);
+    if (blobId === null) throw new AppError('PARAM_INVALID', 'Failed to parse object ID');
+    const speedLimit = /^\d{1,12}$/.test(speed) ? Number(speed) : 0;
+    const download = typeof query.download === 'string' && query.download !== '';
+    const common = {
+      fileName: name,
+      disposition: download ? ('attachment' as const) : ('none' as const),
+      cacheControl: 'public, max-age=86400',
+      speedLimit,
+    };
+    if (request.method === 'GET') reply.header('content-security-policy', 'sandbox');
+    if (blobId === 0) {
+      // An empty file has no blob.
+      return sendBlob(request, reply, {
+        ...common,
+        size: 0,
+        modifiedAt: new Date(0),
+        etag: `"${entity}"`,
+        open: async () => Readable.from([]),
+      });
+    }
+    const missing = () => reply.code(404).type('text/plain').send('Entity data does not exist.');
+    const blob = await ctx.db.selectFrom('blobs').selectAll().where('id', '=', blobId).executeTakeFirst();
+    if (!blob) return missing();
+    try {
+      return await sendBlob(request, reply, {
+        ...common,
+        size: blob.size,
+        modifiedAt: new Date(blob.created_at),
+        etag: `"${entity}"`,
+        open: (range) => ctx.storage.read(blob.storage_key, range),
+      });
+    } catch (e) {
+      // The row exists but the bytes are gone from storage (spec 5.4: 404 text/plain).
+      if (e instanceof BlobNotFoundError && !reply.sent) return missing();
+      throw e;
+    }
+  };
+  app.get('/file/content/:entity/:speed/:name', serveContent);
+
+  app.get('/file/archive/:session/archive.zip', async (request, reply) => {
+    links.verify(decodedPath(request), (request.query as Record<string, unknown>).sign);
+    const { session } = request.params as { session: string };
+    if (!/^[0-9a-f-]{36}$/i.test(session)) throw new AppError('NOT_FOUND', 'Archive session not exist');
+    const { files: roots } = await links.archiveSession(session);
+    const entries: Array<{ entry: ZipEntryInfo; file: FileRow }> = [];
+    for (const root of roots) {
+      if (root.type === FOLDER) {
+        entries.push({
+          entry: { path: root.name, folder: true, modifiedAt: new Date(root.updated_at) },
+          file: root,
+        });
+        for (const item of await files.walk(root)) {
+          const path = [root.name, ...item.path].join('/');
+          entries.push({
+            entry:
+              item.file.type === FOLDER
+                ? { path, folder: true, modifiedAt: new Date(item.file.updated_at) }
+                : { path, size: item.file.size, modifiedAt: new Date(item.file.updated_at) },
+            file: item.file,
+          });
+        }
+      } else {
+        entries.push({
+          entry: { path: root.name, size: root.size, modifiedAt: new Date(root.updated_at) },
+          file: root,
+        });
+      }
+    }
+    const blobKeys = new Map<number, string>();
+    const blobIds = [
+      ...new Set(entries.map((e) => e.file.blob_id).filter((id): id is number => id !== null)),
+    ];
+    for (let i = 0; i < blobIds.length; i += 500) {
+      const rows = await ctx.db
+        .selectFrom('blobs')
+        .select(['id', 'storage_key'])
+        .where('id', 'in', blobIds.slice(i, i + 500))
+        .execute();
+      for (const row of rows) blobKeys.set(row.id, row.storage_key);
+    }
+    const zipEntries: ZipEntry[] = entries.map(({ entry, file }) =>
+      entry.folder === true
+        ? entry
+        : {
+            path: entry.path,
+            size: file.size,
+            modifiedAt: new Date(file.updated_at),
+            open: async () => {
+              const key = file.blob_id === null ? undefined : blobKeys.get(file.blob_id);
+              return key
+                ? ctx.storage.read(key, file.size > 0 ? { start: 0, end: file.size - 1 } : undefined)
+                : Readable.from([]);
+            },
+          },
+    );
+    const controller = new AbortController();
+    request.raw.on('close', () => controller.abort());
+    reply.headers({
+      'content-type': 'application/zip',
+      'content-disposition': 'attachment; filename="archive.zip"',
+      'content-length': String(zipLength(zipEntries)),
+      'access-control-allow-origin': '*',
+    });
+    return reply.send(zipStream(zipEntries, { signal: controller.signal }));
+  });
+}

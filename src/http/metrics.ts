@@ -1,0 +1,155 @@
+// GET /metrics in the Prometheus text format (prom-client): tasks by status and queue depth per
+// node (from the database, cached a few seconds), bytes downloaded and current download speed
+// of this process (from the task events), HTTP requests by face and status class, and the
+// process' own metrics (RSS, CPU, event loop, GC).
+import type { FastifyInstance } from 'fastify';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { TASK_STATUSES } from '../domain/task-state.ts';
+import type { Services } from '../services/index.ts';
+import type { TaskEvent } from '../services/tasks.service.ts';
+
+/** How long a database snapshot of task counts is reused. */
+const SNAPSHOT_MS = 5000;
+
+interface Snapshot {
+  byStatus: Map<string, number>;
+  queuedByNode: Map<string, number>;
+}
+
+function faceOf(url: string, pathApiBase: string): string {
+  if (url === '/api/v4' || url.startsWith('/api/v4/') || url.startsWith('/api/v4?')) return 'cloudreve';
+  if (url === pathApiBase || url.startsWith(`${pathApiBase}/`) || url.startsWith(`${pathApiBase}?`))
+    return 'path';
+  if (/^\/(metrics|healthz|readyz)(\?|$)/.test(url)) return 'ops';
+  return 'web';
+}
+
+/**
+ * Adds the request counter hook and the /metrics route. Call it on the root instance before
+ * the faces are registered, so the hook sees every route.
+ */
+export function registerMetrics(app: FastifyInstance, services: Services): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const { db } = services.ctx;
+  const pathApiBase = services.ctx.config.pathApiBase;
+
+  let cached: { at: number; value: Promise<Snapshot> } | undefined;
+  const snapshot = (): Promise<Snapshot> => {
+    const now = Date.now();
+    if (cached && now - cached.at < SNAPSHOT_MS) return cached.value;
+    const value = (async () => {
+      const [rows, nodes] = await Promise.all([
+        db
+          .selectFrom('tasks')
+          .select(['status', 'node_id', (eb) => eb.fn.countAll<number | string>().as('n')])
+          .groupBy(['status', 'node_id'])
+          .execute(),
+        db.selectFrom('nodes').select(['id', 'name']).execute(),
+      ]);
+      const names = new Map(nodes.map((n) => [n.id, n.name]));
+      const byStatus = new Map<string, number>(TASK_STATUSES.map((s) => [s, 0]));
+      const queuedByNode = new Map<string, number>(nodes.map((n) => [n.name, 0]));
+      for (const row of rows) {
+        const n = Number(row.n);
+        byStatus.set(row.status, (byStatus.get(row.status) ?? 0) + n);
+        if (row.status === 'queued') {
+          const node = (row.node_id !== null && names.get(row.node_id)) || 'unassigned';
+          queuedByNode.set(node, (queuedByNode.get(node) ?? 0) + n);
+        }
+      }
+      return { byStatus, queuedByNode };
+    })();
+    cached = { at: now, value };
+    // A failed query is not cached.
+    value.catch(() => (cached = undefined));
+    return value;
+  };
+
+  new Gauge({
+    name: 'ferry_tasks',
+    help: 'Remote-download tasks by status (all nodes, from the database)',
+    labelNames: ['status'],
+    registers: [registry],
+    async collect() {
+      const { byStatus } = await snapshot();
+      this.reset();
+      for (const [status, n] of byStatus) this.set({ status }, n);
+    },
+  });
+  new Gauge({
+    name: 'ferry_queue_depth',
+    help: 'Queued tasks per node (from the database)',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      const { queuedByNode } = await snapshot();
+      this.reset();
+      for (const [node, n] of queuedByNode) this.set({ node }, n);
+    },
+  });
+
+  // Bytes and speed of the downloads this process runs, from the progress each task reports.
+  const downloaded = new Counter({
+    name: 'ferry_downloaded_bytes_total',
+    help: 'Bytes downloaded by tasks running in this process',
+    registers: [registry],
+  });
+  // Per active task: bytes already counted, and its speed while it runs.
+  const active = new Map<number, { downloaded: number; speed: number }>();
+  new Gauge({
+    name: 'ferry_download_speed_bytes',
+    help: 'Current download speed summed over the tasks running in this process, bytes/s',
+    registers: [registry],
+    collect() {
+      let sum = 0;
+      for (const t of active.values()) sum += t.speed;
+      this.set(sum);
+    },
+  });
+  const onTask = ({ task }: TaskEvent) => {
+    let status: { downloaded?: unknown; download_speed?: unknown } = {};
+    try {
+      status = task.download_status ? (JSON.parse(task.download_status) as typeof status) : {};
+    } catch {
+      // not ours to judge
+    }
+    const previous = active.get(task.id) ?? { downloaded: 0, speed: 0 };
+    const bytes = typeof status.downloaded === 'number' ? status.downloaded : previous.downloaded;
+    if (bytes > previous.downloaded) downloaded.inc(bytes - previous.downloaded);
+    if (task.status === 'completed' || task.status === 'error' || task.status === 'canceled') {
+      active.delete(task.id);
+      return;
+    }
+    const runs = task.status === 'processing' && typeof status.download_speed === 'number';
+    active.set(task.id, {
+      downloaded: Math.max(bytes, previous.downloaded),
+      speed: runs ? (status.download_speed as number) : 0,
+    });
+  };
+  services.tasks.events.on('task', onTask);
+  app.addHook('onClose', (_instance, done) => {
+    services.tasks.events.off('task', onTask);
+    done();
+  });
+
+  const requests = new Counter({
+    name: 'ferry_http_requests_total',
+    help: 'HTTP requests answered, by face (cloudreve, path, web, ops) and status class',
+    labelNames: ['face', 'status'],
+    registers: [registry],
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    requests.inc({
+      face: faceOf(request.raw.url ?? '/', pathApiBase),
+      status: `${Math.floor(reply.statusCode / 100)}xx`,
+    });
+    done();
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const body = await registry.metrics();
+    return reply.header('content-type', registry.contentType).header('cache-control', 'no-store').send(body);
+  });
+  return registry;
+}

@@ -1,0 +1,113 @@
+// `ferry worker`: a node that only runs tasks. It registers itself in `nodes` (type slave,
+// capabilities with remote download), heartbeats there, takes tasks from pg-boss (the shared
+// queue and its own), and marks itself offline when it stops cleanly. A node that dies stops
+// heartbeating: after NODE_STALE_MS it counts as offline, and its tasks' leases lapse so other
+// nodes resume them.
+import type { Kysely } from 'kysely';
+import { buildRunner, openCore } from '../app.ts';
+import { ConfigError, type Config } from '../config/config.ts';
+import { dialectOf } from '../db/database.ts';
+import type { DB } from '../db/schema.ts';
+import { systemClock } from '../lib/clock.ts';
+import { NODE_STALE_MS, PgBossScheduler, RUNNER_CAPABILITIES } from './pgboss.scheduler.ts';
+
+const HEARTBEAT_MS = 5000;
+
+export interface WorkerNode {
+  nodeId: number;
+  name: string;
+  close(): Promise<void>;
+}
+
+/** Registers (or re-activates) the node row; refuses a name another live node is using. */
+export async function registerWorkerNode(db: Kysely<DB>, name: string): Promise<number> {
+  const now = systemClock.now();
+  const existing = await db.selectFrom('nodes').selectAll().where('name', '=', name).executeTakeFirst();
+  if (existing?.type === 'master') throw new ConfigError(`--name ${name}: that is the API node's name`);
+  if (existing && existing.status === 'active' && existing.last_seen_at > now - NODE_STALE_MS) {
+    throw new ConfigError(
+      `a node named "${name}" is already running (seen ${Math.round((now - existing.last_seen_at) / 1000)} s ago); ` +
+        `give this one another --name, or wait ${NODE_STALE_MS / 1000} s after the old one died`,
+    );
+  }
+  const row = await db
+    .insertInto('nodes')
+    .values({
+      name,
+      type: 'slave',
+      capabilities: RUNNER_CAPABILITIES,
+      status: 'active',
+      last_seen_at: now,
+      created_at: now,
+    })
+    .onConflict((oc) =>
+      oc.column('name').doUpdateSet({
+        type: 'slave',
+        capabilities: RUNNER_CAPABILITIES,
+        status: 'active',
+        last_seen_at: now,
+      }),
+    )
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+export async function startWorkerNode(config: Config, name: string): Promise<WorkerNode> {
+  if (!name || name.length > 64 || !/^[\w.-]+$/.test(name))
+    throw new ConfigError('ferry worker needs --name <name> (letters, digits, . _ -; up to 64)');
+  if (dialectOf(config.databaseUrl) !== 'postgres') {
+    throw new ConfigError(
+      `ferry worker needs the PostgreSQL database the API node uses (--database-url postgres://...); ` +
+        `got ${config.databaseUrl}: a SQLite file cannot be shared between nodes`,
+    );
+  }
+  const core = await openCore(config, { registerNode: (db) => registerWorkerNode(db, name) });
+  const { services } = core;
+  const nodeId = services.tasks.nodeId;
+  const built = await buildRunner(config, services);
+  const runner = built.runner;
+  const scheduler = new PgBossScheduler({
+    databaseUrl: config.databaseUrl,
+    db: services.ctx.db,
+    clock: services.ctx.clock,
+    tasks: services.tasks,
+    runner,
+    maxConcurrent: config.maxConcurrentTasks,
+    leaseMs: config.leaseSeconds * 1000,
+    nodeId,
+    relayChanges: false,
+    recoverOwnTasks: true,
+    onError: (e) => {
+      if (config.logLevel === 'debug') console.error('scheduler:', e);
+    },
+  });
+  const beat = async () => {
+    await services.ctx.db
+      .updateTable('nodes')
+      .set({ status: 'active', last_seen_at: systemClock.now() })
+      .where('id', '=', nodeId)
+      .execute()
+      .catch(() => undefined);
+  };
+  await scheduler.start();
+  const heartbeat = setInterval(() => void beat(), HEARTBEAT_MS);
+  let closing: Promise<void> | undefined;
+  return {
+    nodeId,
+    name,
+    close: () =>
+      (closing ??= (async () => {
+        clearInterval(heartbeat);
+        await scheduler.stop();
+        await built.close();
+        await services.ctx.db
+          .updateTable('nodes')
+          .set({ status: 'offline', last_seen_at: systemClock.now() })
+          .where('id', '=', nodeId)
+          .execute()
+          .catch(() => undefined);
+        await core.close();
+      })()),
+  };
+}

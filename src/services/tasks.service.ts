@@ -1,0 +1,552 @@
+// Remote-download tasks: creation with the seed's validation, listing, cancel, file
+// selection, and the live event feed. Running them is the scheduler's and runner's job.
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Selectable } from 'kysely';
+import { hasFlag, NodeCapability } from '../domain/boolset.ts';
+import { AppError } from '../domain/errors.ts';
+import { parseFileUri } from '../domain/file-uri.ts';
+import { ACTIVE_STATUSES, FINISHED_STATUSES, sourcesOf, type TaskStatus } from '../domain/task-state.ts';
+import type { TasksTable } from '../db/schema.ts';
+import type { ChecksumAlgorithm, DownloadControl } from '../downloaders/port.ts';
+import type { OutboundPolicy } from '../net/address-policy.ts';
+import type { ServiceContext } from './context.ts';
+import { FOLDER, type FilesService } from './files.service.ts';
+import type { Actor } from './users.service.ts';
+
+export type TaskRow = Selectable<TasksTable>;
+
+export interface TaskOptions {
+  filename?: string;
+  headers?: Record<string, string>;
+  checksum?: { algorithm: ChecksumAlgorithm; hex: string };
+  connections?: number;
+  /** seconds; 0 = none */
+  timeout?: number;
+  /** which face created it: the path face's history shows only its own fields */
+  face: 'cloudreve' | 'path';
+  /** src_file tasks: the .torrent's file id in the owner's drive */
+  srcFileId?: number;
+  /** the creating request's correlation id, logged with the task's runs */
+  correlation_id?: string;
+  /** preferred_node_id, decoded: scaled out, the task waits in that node's queue */
+  preferredNodeId?: number;
+}
+
+export interface CreateTaskInput {
+  dst: unknown;
+  src?: unknown;
+  src_file?: unknown;
+  preferred_node_id?: unknown;
+  options?: Omit<TaskOptions, 'face' | 'srcFileId'> & { selectFiles?: unknown };
+  face: TaskOptions['face'];
+  /** path face: create the destination folder when missing */
+  createDst?: boolean;
+  /** the request's correlation id (kept in the task's options for its logs) */
+  correlationId?: string;
+}
+
+export interface TaskEvent {
+  ownerId: number;
+  task: TaskRow;
+}
+
+/** A control for the node running a task: cancel it, or change its file selection. */
+export type TaskControl =
+  | { op: 'cancel'; id: number }
+  | { op: 'select'; id: number; files?: Array<{ index: number; download: boolean }> };
+
+/**
+ * Scaled out (pgboss scheduler): carries task changes and controls to the other nodes.
+ * Unset in one-process mode, which pays nothing for it.
+ */
+export interface TaskSignals {
+  changed(taskId: number): void;
+  control(message: TaskControl): Promise<void>;
+}
+
+const ALLOWED_HEADERS = new Set([
+  'cookie',
+  'referer',
+  'user-agent',
+  'authorization',
+  'accept',
+  'accept-language',
+  'origin',
+]);
+
+export function normalizeHeaders(input: unknown): Record<string, string> | undefined {
+  if (input === undefined || input === null) return undefined;
+  if (typeof input !== 'object' || Array.isArray(input))
+    throw new AppError('PARAM_INVALID', 'headers must be an object of name → value');
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
+    const lower = name.toLowerCase();
+    if (!ALLOWED_HEADERS.has(lower))
+      throw new AppError(
+        'PARAM_INVALID',
+        `header "${name}" is not allowed (Cookie, Referer, User-Agent, Authorization, Accept, Accept-Language, Origin)`,
+      );
+    if (typeof value !== 'string' || value.length > 8192 || /[\r\n\0]/.test(value))
+      throw new AppError('PARAM_INVALID', `header "${name}" has an invalid value`);
+    out[lower] = value;
+  }
+  return out;
+}
+
+export function parseChecksum(input: unknown): TaskOptions['checksum'] {
+  if (input === undefined || input === null || input === '') return undefined;
+  if (typeof input !== 'string')
+    throw new AppError('PARAM_INVALID', 'checksum must be "sha256:<hex>", "sha1:<hex>" or "md5:<hex>"');
+  const match = /^(sha256|sha-256|sha1|sha-1|md5)[:=]([0-9a-fA-F]+)$/.exec(input.trim());
+  const algorithm = match ? (match[1]!.replace('-', '') as ChecksumAlgorithm) : undefined;
+  const lengths: Record<ChecksumAlgorithm, number> = { sha256: 64, sha1: 40, md5: 32 };
+  if (!match || !algorithm || match[2]!.length !== lengths[algorithm]) {
+    throw new AppError('PARAM_INVALID', 'checksum must be "sha256:<hex>", "sha1:<hex>" or "md5:<hex>"');
+  }
+  return { algorithm, hex: match[2]!.toLowerCase() };
+}
+
+/** The creation-time file choice (Ferry extension): 0-based file indexes. */
+export function normalizeSelection(input: unknown): number[] | undefined {
+  if (input === undefined || input === null) return undefined;
+  if (
+    !Array.isArray(input) ||
+    input.length > 100_000 ||
+    input.some((i) => !Number.isSafeInteger(i) || (i as number) < 0)
+  ) {
+    throw new AppError('PARAM_INVALID', 'select_files must be an array of file indexes');
+  }
+  return [...new Set(input as number[])].sort((a, b) => a - b);
+}
+
+export class TasksService {
+  private readonly ctx: ServiceContext;
+  private readonly files: FilesService;
+  readonly events = new EventEmitter<{ task: [TaskEvent] }>();
+  /** Running tasks' abort controllers, so cancel reaches them at once. */
+  readonly running = new Map<number, AbortController>();
+  /** Set by the app when a BitTorrent downloader is configured. */
+  torrentSupported = false;
+  /** Live controls of running multi-file tasks (file selection), by task id. */
+  readonly controls = new Map<number, DownloadControl>();
+  /** Set by the app: wakes the scheduler when work appears (with the tasks just created). */
+  onWork: (created?: TaskRow[]) => void = () => {};
+  /** Set by a scaled-out scheduler. */
+  signals: TaskSignals | undefined;
+  readonly nodeId: number;
+
+  private readonly policy: OutboundPolicy;
+
+  constructor(ctx: ServiceContext, files: FilesService, policy: OutboundPolicy, nodeId: number) {
+    this.ctx = ctx;
+    this.files = files;
+    this.policy = policy;
+    this.nodeId = nodeId;
+    this.events.setMaxListeners(0);
+  }
+
+  stagingDir(taskId: number): string {
+    return join(this.ctx.config.dataDir, 'staging', 'tasks', String(taskId));
+  }
+
+  emit(task: TaskRow): void {
+    this.events.emit('task', { ownerId: task.owner_id, task });
+    this.signals?.changed(task.id);
+  }
+
+  async create(
+    actor: Actor,
+    input: CreateTaskInput,
+  ): Promise<{ tasks: TaskRow[]; failures: Map<string, AppError> }> {
+    if (!this.ctx.config.allowDownload || !actor.group.allow_remote_download) {
+      throw new AppError('GROUP_NOT_ALLOWED', 'Group not allowed to download files');
+    }
+    const srcList = input.src === undefined || input.src === null ? [] : input.src;
+    if (!Array.isArray(srcList) || srcList.some((s) => typeof s !== 'string'))
+      throw new AppError('PARAM_INVALID', 'src must be an array of strings');
+    const sources = (srcList as string[]).map((s) => s.trim()).filter((s) => s.length > 0);
+    const srcFile = typeof input.src_file === 'string' ? input.src_file : '';
+    if (input.src_file !== undefined && input.src_file !== null && typeof input.src_file !== 'string')
+      throw new AppError('PARAM_INVALID', 'Invalid source files');
+    if (!srcFile && sources.length === 0) throw new AppError('PARAM_INVALID', 'No source files');
+    if (srcFile && sources.length > 0) throw new AppError('PARAM_INVALID', 'Invalid source files');
+    let dstSegments: string[];
+    let owner: number;
+    try {
+      const parsed = parseFileUri(input.dst);
+      dstSegments = parsed.segments;
+      owner = this.files.ownerFor(actor, parsed.fsId);
+    } catch (e) {
+      throw new AppError(e instanceof AppError ? e.code : 'PARAM_INVALID', 'Invalid destination');
+    }
+    let dstFolder;
+    try {
+      dstFolder = input.createDst
+        ? await this.files.mkdirp(owner, dstSegments)
+        : await this.files.resolve(owner, dstSegments);
+      if (dstFolder.type !== FOLDER) throw new AppError('PATH_NOT_EXIST');
+    } catch (e) {
+      throw new AppError(e instanceof AppError ? e.code : 'PATH_NOT_EXIST', 'Invalid destination');
+    }
+    const limit = actor.group.max_sources_per_request;
+    if (limit > 0 && sources.length > limit) throw new AppError('TOO_MANY_SOURCES', '');
+    let srcFileId: number | undefined;
+    if (srcFile) {
+      if (!this.torrentSupported) {
+        throw new AppError(
+          'FEATURE_DISABLED',
+          'Torrent files need a BitTorrent downloader, which is not configured',
+        );
+      }
+      try {
+        parseFileUri(srcFile);
+      } catch {
+        throw new AppError('PARAM_INVALID', 'Invalid source file uri');
+      }
+      try {
+        const located = await this.files.locate(actor, srcFile);
+        if (located.file.type === FOLDER) throw new AppError('PATH_NOT_EXIST');
+        srcFileId = located.file.id;
+      } catch (e) {
+        throw new AppError(e instanceof AppError ? e.code : 'PATH_NOT_EXIST', 'Invalid source file');
+      }
+    }
+    let preferredNodeId: number | null = null;
+    if (
+      input.preferred_node_id !== undefined &&
+      input.preferred_node_id !== null &&
+      input.preferred_node_id !== ''
+    ) {
+      preferredNodeId =
+        typeof input.preferred_node_id === 'string'
+          ? this.ctx.ids.decode('node', input.preferred_node_id)
+          : null;
+      if (preferredNodeId === null) throw new AppError('PARAM_INVALID', 'Failed to parse object ID');
+      const node = await this.ctx.db
+        .selectFrom('nodes')
+        .select(['id', 'name', 'status', 'capabilities'])
+        .where('id', '=', preferredNodeId)
+        .executeTakeFirst();
+      if (!node) throw new AppError('NOT_FOUND', 'Node not found');
+      if (node.status !== 'active') throw new AppError('NODE_OFFLINE', `Node "${node.name}" is offline`);
+      if (!hasFlag(node.capabilities, NodeCapability.remoteDownload))
+        throw new AppError('NODE_OFFLINE', `Node "${node.name}" does not run remote downloads`);
+    }
+
+    const options: TaskOptions = { face: input.face };
+    if (input.options?.filename) options.filename = input.options.filename;
+    const headers = normalizeHeaders(input.options?.headers);
+    if (headers) options.headers = headers;
+    if (input.options?.checksum) options.checksum = input.options.checksum;
+    if (input.options?.connections !== undefined) {
+      const n = Number(input.options.connections);
+      if (!Number.isSafeInteger(n) || n < 1 || n > 64)
+        throw new AppError('PARAM_INVALID', 'connections must be 1-64');
+      options.connections = n;
+    }
+    if (input.options?.timeout !== undefined) options.timeout = input.options.timeout;
+    if (srcFileId !== undefined) options.srcFileId = srcFileId;
+    if (input.correlationId) options.correlation_id = input.correlationId;
+    if (preferredNodeId !== null) options.preferredNodeId = preferredNodeId;
+    const selection = normalizeSelection(input.options?.selectFiles);
+
+    const tasks: TaskRow[] = [];
+    const failures = new Map<string, AppError>();
+    const now = this.ctx.clock.now();
+    const dst = input.dst as string;
+    const entries = srcFile
+      ? [{ key: srcFile, src: '', srcFile }]
+      : sources.map((src) => ({ key: src, src, srcFile: '' }));
+    for (const { key, src, srcFile: file } of entries) {
+      try {
+        if (src) this.checkSource(src);
+        const row = await this.ctx.db
+          .insertInto('tasks')
+          .values({
+            owner_id: owner,
+            type: 'remote_download',
+            status: 'queued',
+            phase: '',
+            public_id: randomUUID(),
+            src,
+            src_file: file,
+            dst,
+            dst_folder_id: dstFolder.id,
+            options: JSON.stringify(options),
+            download_status: null,
+            error: null,
+            failure: null,
+            error_history: '[]',
+            retry_count: 0,
+            resume_time: null,
+            node_id: this.nodeId,
+            checkpoint: null,
+            result_path: null,
+            result_size: null,
+            failed_files: 0,
+            lease_owner: null,
+            lease_expires_at: null,
+            selection: selection ? JSON.stringify(selection) : null,
+            created_at: now,
+            updated_at: now,
+            started_at: null,
+            ended_at: null,
+          })
+          .returningAll()
+          .executeTakeFirstOrThrow();
+        tasks.push(row);
+        this.emit(row);
+      } catch (e) {
+        failures.set(
+          key,
+          e instanceof AppError
+            ? e
+            : new AppError('CREATE_TASK_FAILED', 'Failed to create task', { cause: e }),
+        );
+      }
+    }
+    if (tasks.length) this.onWork(tasks);
+    return { tasks, failures };
+  }
+
+  /**
+   * Refuses sources that can never work before a task exists: unsupported schemes, and hosts
+   * the domain lists or the address policy refuse without DNS (literal IPs, localhost names).
+   * Names are checked again, after resolution, when the engine connects.
+   */
+  private checkSource(src: string): void {
+    if (src.length > 8192) throw new AppError('SOURCE_INVALID', 'Source URL is too long');
+    let url: URL;
+    try {
+      url = new URL(src);
+    } catch {
+      throw new AppError('SOURCE_INVALID', `Invalid source URL: ${src.slice(0, 200)}`);
+    }
+    if (url.protocol === 'magnet:') {
+      if (!this.torrentSupported) {
+        throw new AppError(
+          'FEATURE_DISABLED',
+          'Magnet links need a BitTorrent downloader, which is not configured',
+        );
+      }
+      if (!/[?&]xt=urn:btih:([0-9a-f]{40}|[a-z2-7]{32})(&|$)/i.test(src)) {
+        throw new AppError('SOURCE_INVALID', 'Invalid magnet link: it needs xt=urn:btih:<info-hash>');
+      }
+      return;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new AppError('SOURCE_INVALID', `Unsupported URL scheme ${url.protocol} (http and https only)`);
+    const decision = this.policy.checkHost(url.hostname);
+    if (!decision.ok)
+      throw new AppError('SOURCE_BLOCKED', `Source address is not allowed: ${decision.reason}`);
+  }
+
+  async get(actor: Actor, taskId: number): Promise<TaskRow> {
+    const row = await this.ctx.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('id', '=', taskId)
+      .where('owner_id', '=', actor.user.id)
+      .executeTakeFirst();
+    if (!row) throw new AppError('NOT_FOUND', 'Task not found');
+    return row;
+  }
+
+  async getByPublicId(ownerId: number, publicId: string): Promise<TaskRow | undefined> {
+    return this.ctx.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('public_id', '=', publicId)
+      .where('owner_id', '=', ownerId)
+      .executeTakeFirst();
+  }
+
+  async list(
+    ownerId: number,
+    category: 'general' | 'downloading' | 'downloaded',
+    pageSize: number,
+    nextPageToken?: string,
+  ): Promise<{ tasks: TaskRow[]; nextToken?: string }> {
+    if (category === 'general') return { tasks: [] };
+    let query = this.ctx.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('owner_id', '=', ownerId)
+      .where('type', '=', 'remote_download');
+    if (category === 'downloading') {
+      // Cloudreve returns every active task at once; bounded here so a flood cannot exhaust memory.
+      const tasks = await query
+        .where('status', 'in', [...ACTIVE_STATUSES])
+        .orderBy('id', 'desc')
+        .limit(10_000)
+        .execute();
+      return { tasks };
+    }
+    query = query.where('status', 'in', [...FINISHED_STATUSES]);
+    if (nextPageToken) {
+      let cursor: number | null = null;
+      try {
+        const decoded = JSON.parse(Buffer.from(nextPageToken, 'base64').toString('utf8')) as { id?: unknown };
+        cursor = typeof decoded.id === 'string' ? this.ctx.ids.decode('task', decoded.id) : null;
+      } catch {
+        cursor = null;
+      }
+      if (cursor === null) throw new AppError('DB_ERROR', 'Failed to query tasks');
+      query = query.where('id', '<', cursor);
+    }
+    const rows = await query
+      .orderBy('id', 'desc')
+      .limit(pageSize + 1)
+      .execute();
+    const more = rows.length > pageSize;
+    const tasks = rows.slice(0, pageSize);
+    const last = tasks.at(-1);
+    return {
+      tasks,
+      ...(more && last
+        ? {
+            nextToken: Buffer.from(JSON.stringify({ id: this.ctx.ids.encode('task', last.id) })).toString(
+              'base64',
+            ),
+          }
+        : {}),
+    };
+  }
+
+  /** Recent history for the path face: finished tasks, newest first. */
+  async history(ownerId: number, limit = 1000): Promise<TaskRow[]> {
+    return this.ctx.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('owner_id', '=', ownerId)
+      .where('status', 'in', [...FINISHED_STATUSES])
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+  }
+
+  async active(ownerId: number): Promise<TaskRow[]> {
+    return this.ctx.db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('owner_id', '=', ownerId)
+      .where('status', 'in', [...ACTIVE_STATUSES])
+      .orderBy('id', 'asc')
+      .limit(10_000)
+      .execute();
+  }
+
+  /**
+   * Compare-and-set transition. Returns the updated row, or undefined when the task was not
+   * in a status from which `to` may be entered (someone else moved it first).
+   */
+  async transition(
+    taskId: number,
+    to: TaskStatus,
+    set: Partial<Omit<TaskRow, 'id' | 'status'>> = {},
+    expectedLease?: string,
+  ): Promise<TaskRow | undefined> {
+    let query = this.ctx.db
+      .updateTable('tasks')
+      .set({ ...set, status: to, updated_at: this.ctx.clock.now() })
+      .where('id', '=', taskId)
+      .where('status', 'in', sourcesOf(to));
+    if (expectedLease !== undefined) query = query.where('lease_owner', '=', expectedLease);
+    const row = await query.returningAll().executeTakeFirst();
+    if (row) this.emit(row);
+    return row;
+  }
+
+  /** Cancel in every phase: status first (so no runner commits), then stop the transfer and clean up. */
+  async cancel(actor: Actor, taskId: number): Promise<void> {
+    const task = await this.get(actor, taskId);
+    const now = this.ctx.clock.now();
+    const row = await this.transition(task.id, 'canceled', {
+      ended_at: now,
+      lease_owner: null,
+      lease_expires_at: null,
+      resume_time: null,
+    });
+    if (!row) throw new AppError('NOT_FOUND', 'Task not found');
+    const controller = this.running.get(task.id);
+    if (controller) controller.abort();
+    else {
+      // Scaled out, another node may be running it: tell it (it cleans its staging up).
+      await this.signals?.control({ op: 'cancel', id: task.id }).catch(() => undefined);
+      if (!this.signals || task.status !== 'processing')
+        await rm(this.stagingDir(task.id), { recursive: true, force: true });
+    }
+    this.onWork();
+  }
+
+  /**
+   * PATCH /workflow/download/{id}: only the listed files change. Allowed while the task is
+   * active, also before metadata arrives (kept in the task and applied when it does).
+   */
+  async selectFiles(
+    actor: Actor,
+    taskId: number,
+    files: Array<{ index: number; download?: boolean }>,
+  ): Promise<void> {
+    const task = await this.get(actor, taskId);
+    if (task.status !== 'processing' && task.status !== 'suspending' && task.status !== 'queued') {
+      throw new AppError('NOT_FOUND', 'Task not in processing state');
+    }
+    if (task.phase === 'transfer' || task.phase === 'seeding')
+      throw new AppError('NOT_FOUND', 'Task not in monitoring loop');
+    if (!isTorrentTask(task)) {
+      throw new AppError(
+        'INTERNAL',
+        'Failed to set download files: an HTTP download has exactly one file, nothing to select',
+      );
+    }
+    const status = task.download_status
+      ? (JSON.parse(task.download_status) as { files?: Array<{ index: number; selected: boolean }> })
+      : null;
+    const known = status?.files;
+    let selection: Set<number>;
+    if (task.selection) selection = new Set(JSON.parse(task.selection) as number[]);
+    else if (known?.length) selection = new Set(known.map((f) => f.index));
+    else selection = new Set<number>();
+    const allUntilKnown = !task.selection && !known?.length;
+    for (const change of files) {
+      if (!Number.isSafeInteger(change.index) || change.index < 0)
+        throw new AppError('PARAM_INVALID', `Invalid file index ${change.index}`);
+      if (known?.length && !known.some((f) => f.index === change.index))
+        throw new AppError('PARAM_INVALID', `No file with index ${change.index}`);
+      if (change.download === false) selection.delete(change.index);
+      else selection.add(change.index);
+    }
+    // Before metadata, "all but these" cannot be listed yet: remember exclusions instead.
+    const stored = allUntilKnown
+      ? {
+          exclude: files.filter((f) => f.download === false).map((f) => f.index),
+          include: files.filter((f) => f.download !== false).map((f) => f.index),
+        }
+      : [...selection].sort((a, b) => a - b);
+    await this.ctx.db
+      .updateTable('tasks')
+      .set({ selection: JSON.stringify(stored), updated_at: this.ctx.clock.now() })
+      .where('id', '=', task.id)
+      .execute();
+    const control = this.controls.get(task.id);
+    if (!control && this.signals) {
+      const changes = files.map((f) => ({ index: f.index, download: f.download !== false }));
+      await this.signals.control({ op: 'select', id: task.id, files: changes }).catch(() => undefined);
+    }
+    if (control) {
+      try {
+        await control.selectFiles(files.map((f) => ({ index: f.index, download: f.download !== false })));
+      } catch (e) {
+        throw new AppError('INTERNAL', 'Failed to set download files', { cause: e });
+      }
+    }
+  }
+}
+
+export function isTorrentTask(task: Pick<TaskRow, 'src' | 'src_file'>): boolean {
+  return task.src_file !== '' || /^magnet:/i.test(task.src) || /\.torrent($|[?#])/i.test(task.src);
+}

@@ -1,0 +1,47 @@
+// The storage port: where blob bytes live. Keys are opaque strings chosen by the caller
+// (e.g. "blobs/ab/abcdef..."), always relative, never from user input.
+import type { Readable } from 'node:stream';
+
+export interface BlobInfo {
+  key: string;
+  size: number;
+  modifiedAt: Date;
+}
+
+export interface ByteRange {
+  /** inclusive */
+  start: number;
+  /** inclusive */
+  end: number;
+}
+
+export class BlobNotFoundError extends Error {
+  constructor(key: string) {
+    super(`blob not found: ${key}`);
+  }
+}
+
+export interface StorageDriver {
+  readonly name: string;
+  /** Throws BlobNotFoundError when missing. */
+  stat(key: string): Promise<BlobInfo>;
+  /** A stream of the whole blob or one inclusive range. Throws BlobNotFoundError when missing. */
+  read(key: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Stores a stream under key. The blob is not visible under `key` until the stream has ended
+   * and been flushed; on error or abort nothing is left behind.
+   */
+  write(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<BlobInfo>;
+  /**
+   * Moves a complete local file (e.g. a finished download in staging) into storage under key.
+   * Local disk renames it (no copy) when on the same filesystem; same visibility rule as write.
+   */
+  importFile(key: string, path: string): Promise<BlobInfo>;
+  /**
+   * Stores a complete local file that must stay where it is (a torrent still seeding from it).
+   * Local disk hard-links it (no second copy on disk) and falls back to a copy.
+   */
+  linkFile(key: string, path: string): Promise<BlobInfo>;
+  /** Idempotent. */
+  delete(key: string): Promise<void>;
+}
