@@ -18,7 +18,6 @@ import { buildServer } from './http/server.ts';
 import { systemClock } from './lib/clock.ts';
 import { OutboundPolicy } from './net/address-policy.ts';
 import { InProcessScheduler } from './scheduler/in-process.scheduler.ts';
-import { PgBossScheduler } from './scheduler/pgboss.scheduler.ts';
 import type { Scheduler } from './scheduler/port.ts';
 import { AuthService } from './services/auth.service.ts';
 import type { ServiceContext } from './services/context.ts';
@@ -30,7 +29,7 @@ import { TasksService } from './services/tasks.service.ts';
 import { UploadsService } from './services/uploads.service.ts';
 import { UsersService } from './services/users.service.ts';
 import { LocalDiskDriver } from './storage/local.driver.ts';
-import { S3Driver } from './storage/s3.driver.ts';
+import type { StorageDriver } from './storage/port.ts';
 
 /** The signing secret lives in the data dir, created once with owner-only permissions. */
 async function loadSecret(dataDir: string): Promise<Buffer> {
@@ -82,19 +81,25 @@ export async function openCore(
 ): Promise<Core> {
   await mkdir(config.dataDir, { recursive: true });
   const secret = await loadSecret(config.dataDir);
-  const storage =
-    config.storage === 's3'
-      ? new S3Driver({
-          endpoint: config.s3Endpoint,
-          region: config.s3Region,
-          bucket: config.s3Bucket,
-          accessKeyId: config.s3AccessKey,
-          secretAccessKey: config.s3SecretKey,
-          forcePathStyle: config.s3ForcePathStyle,
-          prefix: config.s3Prefix,
-        })
-      : new LocalDiskDriver(join(config.dataDir, 'blobs'));
-  if (storage instanceof S3Driver) await storage.check(); // fail fast on a wrong bucket or keys
+  // Adapters that pull in large libraries (the AWS SDK, pg-boss, webtorrent) are loaded only
+  // when configured: the embedded default starts with a much smaller heap (docs/BENCHMARKS.md).
+  let storage: StorageDriver;
+  if (config.storage === 's3') {
+    const { S3Driver } = await import('./storage/s3.driver.ts');
+    const s3 = new S3Driver({
+      endpoint: config.s3Endpoint,
+      region: config.s3Region,
+      bucket: config.s3Bucket,
+      accessKeyId: config.s3AccessKey,
+      secretAccessKey: config.s3SecretKey,
+      forcePathStyle: config.s3ForcePathStyle,
+      prefix: config.s3Prefix,
+    });
+    await s3.check(); // fail fast on a wrong bucket or keys
+    storage = s3;
+  } else {
+    storage = new LocalDiskDriver(join(config.dataDir, 'blobs'));
+  }
   const database = await openDatabase(config.databaseUrl);
   const salt = await setting(database, 'hash_id_salt', () => randomBytes(32).toString('base64url'));
   const ctx: ServiceContext = {
@@ -182,7 +187,9 @@ export async function createApp(config: Config): Promise<App> {
   const runner = built.runner;
   const scheduler =
     config.scheduler === 'pgboss'
-      ? await PgBossScheduler.forApiNode(config, services, runner)
+      ? await (
+          await import('./scheduler/pgboss.scheduler.ts')
+        ).PgBossScheduler.forApiNode(config, services, runner)
       : new InProcessScheduler({
           db: services.ctx.db,
           clock: services.ctx.clock,

@@ -4,7 +4,6 @@ import { createApp, openCore } from './app.ts';
 import { ConfigError, flagsHelp, loadConfig } from './config/config.ts';
 import { isAppError } from './domain/errors.ts';
 import { CLIENT_USAGE, runClient } from './cli/client.ts';
-import { startWorkerNode } from './scheduler/worker-node.ts';
 
 const USAGE = `Usage:
   ferry serve [flags]                      run the server
@@ -60,6 +59,8 @@ async function serve(argv: string[]): Promise<void> {
 
 async function worker(argv: string[]): Promise<void> {
   const { config, extra } = loadConfig(argv, process.env, { name: { type: 'string' } });
+  // Only workers need pg-boss; `ferry serve` on SQLite never loads it.
+  const { startWorkerNode } = await import('./scheduler/worker-node.ts');
   const node = await startWorkerNode(config, (extra.name as string | undefined) ?? '');
   console.log(`Ferry worker "${node.name}" running tasks (node ${node.nodeId}, data: ${config.dataDir})`);
   process.on('unhandledRejection', (reason) => console.error('unhandled rejection:', reason));

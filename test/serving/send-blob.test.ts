@@ -31,6 +31,8 @@ describe('sendBlob over HTTP', { timeout: 60_000 }, () => {
   const oneMiB = random(MiB);
   let opens = 0;
   const opened: Readable[] = [];
+  /** Positional readers handed out (?reader=1), and whether each was closed. */
+  const readers: Array<{ closed: boolean; reads: number }> = [];
 
   const etagOf = (size: number, mtime: Date) => `"${size.toString(16)}-${mtime.getTime().toString(16)}"`;
 
@@ -80,6 +82,27 @@ describe('sendBlob over HTTP', { timeout: 60_000 }, () => {
           opened.push(stream);
           return stream;
         },
+        ...(query.reader === '1'
+          ? {
+              openReader: async () => {
+                const inner = await driver.openReader(`b/${key}`);
+                const seen = { closed: false, reads: 0 };
+                readers.push(seen);
+                return {
+                  read: (buffer: Buffer, length: number, position: number) => {
+                    seen.reads++;
+                    return inner.read(buffer, length, position);
+                  },
+                  close: async () => {
+                    seen.closed = true;
+                    await inner.close();
+                  },
+                };
+              },
+            }
+          : {}),
+        // ?claim=N: the database says N bytes, the file holds fewer (a truncated blob).
+        ...(query.claim ? { size: Number(query.claim) } : {}),
       };
     };
     type Req = { Params: { key: string }; Querystring: Record<string, string | undefined> };
@@ -462,6 +485,61 @@ describe('sendBlob over HTTP', { timeout: 60_000 }, () => {
       assert.equal(await ping.text(), 'pong');
     });
   }
+
+  test('positional reader: whole body and ranges across 1 MiB chunks are byte-exact; reader closed', async () => {
+    const first = readers.length;
+    let res = await get('/blob/big?reader=1');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-length'), String(big.length));
+    assert.equal(res.headers.get('etag') !== null, true);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(big));
+    for (const [a, b] of [
+      [0, 0],
+      [MiB - 1, MiB],
+      [123, 3 * MiB + 7],
+      [big.length - 10, big.length - 1],
+    ] as const) {
+      res = await get('/blob/big?reader=1', { range: `bytes=${a}-${b}` });
+      assert.equal(res.status, 206);
+      assert.equal(res.headers.get('content-range'), `bytes ${a}-${b}/${big.length}`);
+      assert.ok(Buffer.from(await res.arrayBuffer()).equals(big.subarray(a, b + 1)), `bytes ${a}-${b}`);
+    }
+    await waitFor(() => readers.slice(first).every((r) => r.closed), 'readers closed');
+    assert.equal(readers.length - first, 5);
+    // HEAD and a throttled body never take the positional path.
+    await (await get('/blob/big?reader=1', {}, 'HEAD')).arrayBuffer();
+    const slow = await get(`/blob/data?reader=1&speed=${64 * MiB}`);
+    assert.ok(Buffer.from(await slow.arrayBuffer()).equals(data));
+    assert.equal(readers.length - first, 5);
+  });
+
+  test('positional reader: a client abort mid-body closes the reader, server keeps serving', async () => {
+    const first = readers.length;
+    const controller = new AbortController();
+    const res = await fetch(`${base}/blob/big?reader=1`, { signal: controller.signal });
+    const body = res.body?.getReader();
+    assert.ok(body);
+    await body.read();
+    controller.abort();
+    await body.read().catch(() => undefined);
+    await waitFor(
+      () => readers.length > first && readers.slice(first).every((r) => r.closed),
+      'reader closed',
+    );
+    assert.ok(readers[first]!.reads < big.length / MiB, 'stopped reading after the abort');
+    const ping = await fetch(`${base}/ping`);
+    assert.equal(await ping.text(), 'pong');
+  });
+
+  test('positional reader: a blob shorter than its recorded size breaks the download, never a short 200', async () => {
+    const first = readers.length;
+    const res = await get(`/blob/data?reader=1&claim=${data.length + 5 * MiB}`);
+    assert.equal(res.status, 200);
+    await assert.rejects(res.arrayBuffer());
+    await waitFor(() => readers.slice(first).every((r) => r.closed), 'reader closed');
+    const ping = await fetch(`${base}/ping`);
+    assert.equal(await ping.text(), 'pong');
+  });
 
   test('client closes the socket right after the request: no crash', async () => {
     const first = opened.length;

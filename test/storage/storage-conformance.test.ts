@@ -248,6 +248,27 @@ for (const [label, open] of subjects) {
       await driver.delete('blobs/linked');
     });
 
+    test('positional reader: local disk offers one (S3 streams only); offsets, 0 at the end, idempotent close', async () => {
+      // The serving path uses it when present (src/http/blob-pump.ts); S3 reads stay streams.
+      if (driver.name !== 'local') return assert.equal('openReader' in driver, false);
+      assert.ok(typeof driver.openReader === 'function');
+      await driver.write('blobs/positional', source(BIG));
+      const reader = await driver.openReader('blobs/positional');
+      const buffer = Buffer.alloc(MiB);
+      for (const at of [0, 5 * MiB - 3, BIG.length - 100]) {
+        const n = await reader.read(buffer, MiB, at);
+        const want = Math.min(MiB, BIG.length - at);
+        assert.equal(n, want);
+        assert.ok(buffer.subarray(0, n).equals(BIG.subarray(at, at + n)), `at ${at}`);
+      }
+      assert.equal(await reader.read(buffer, MiB, BIG.length), 0);
+      await reader.close();
+      await reader.close();
+      await assert.rejects(reader.read(buffer, 10, 0));
+      await assert.rejects(driver.openReader('blobs/missing'), BlobNotFoundError);
+      await driver.delete('blobs/positional');
+    });
+
     test('missing blobs: stat and read throw BlobNotFoundError', async () => {
       await assert.rejects(driver.stat('blobs/missing'), BlobNotFoundError);
       await assert.rejects(driver.read('blobs/missing'), BlobNotFoundError);

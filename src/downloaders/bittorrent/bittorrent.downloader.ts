@@ -23,7 +23,7 @@
 import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import WebTorrent from 'webtorrent';
+import type WebTorrent from 'webtorrent';
 import { sanitizeFileName } from '../../domain/file-name.ts';
 import type { OutboundPolicy } from '../../net/address-policy.ts';
 import type { Resolver } from '../../net/safe-dial.ts';
@@ -173,8 +173,12 @@ export class BitTorrentDownloader implements Downloader {
   async client(): Promise<WebTorrent.Instance> {
     await this.#clientClosed;
     if (this.#client !== null && !this.#client.destroyed) return this.#client;
+    // Loaded on the first torrent, not at start-up: webtorrent and its dependencies are a large
+    // share of an idle server's memory.
+    const { default: WebTorrentClient } = await import('webtorrent');
+    if (this.#client !== null && !this.#client.destroyed) return this.#client; // another caller won the race
     const o = this.#o;
-    const client = new WebTorrent({
+    const client = new WebTorrentClient({
       torrentPort: o.listenPort,
       dht: o.dht,
       lsd: o.lsd,

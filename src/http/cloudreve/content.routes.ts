@@ -29,6 +29,7 @@ function decodedPath(request: FastifyRequest): string {
 
 export function registerContentRoutes(app: FastifyInstance, services: Services): void {
   const { links, files, ctx } = services;
+  const openReader = ctx.storage.openReader?.bind(ctx.storage);
 
   const cors = async (_request: FastifyRequest, reply: FastifyReply) =>
     reply.code(204).headers(CORS_HEADERS).send();
@@ -74,6 +75,7 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
         modifiedAt: new Date(blob.created_at),
         etag: `"${entity}"`,
         open: (range) => ctx.storage.read(blob.storage_key, range),
+        ...(openReader ? { openReader: () => openReader(blob.storage_key) } : {}),
       });
     } catch (e) {
       // The row exists but the bytes are gone from storage (spec 5.4: 404 text/plain).

@@ -149,6 +149,7 @@ export function historyRecord(task: TaskRow) {
 
 export async function pathApiRoutes(app: FastifyInstance, services: Services): Promise<void> {
   const { files, tasks, policy, ctx } = services;
+  const openReader = ctx.storage.openReader?.bind(ctx.storage);
 
   app.setErrorHandler((error, request, reply) => {
     if (isAppError(error)) {
@@ -327,6 +328,7 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
         ? { contentType: param(query, 'content-type')! }
         : {}),
       open: async (range) => (blob ? ctx.storage.read(blob.storage_key, range) : Readable.from([])),
+      ...(blob && openReader ? { openReader: () => openReader(blob.storage_key) } : {}),
     });
   };
 
