@@ -96,6 +96,9 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const start = await sample(pid);
     let peakRss = 0;
+    /** Where the memory is while all run: V8 heap, Buffers (external), from the server's /metrics. */
+    let heapWhileAll: Record<string, number> | undefined;
+    let mallocPeak = 0;
     const rssWhileAll: number[] = [];
     let maxProcessing = 0;
     let done = 0;
@@ -122,9 +125,11 @@ async function main(): Promise<void> {
           allRunningFrom ??= { t: now, ticks: s.cpuTicks };
           allRunningTo = { t: now, ticks: s.cpuTicks };
         }
+        mallocPeak = Math.max(mallocPeak, await mallocHeapMiB(pid));
         if (done >= downloads) break;
       }
       if (allRunning) rssWhileAll.push(s.rssKiB);
+      if (allRunning && heapWhileAll === undefined) heapWhileAll = await heapOf(server.url);
       if (now - t0 > timeout * 1000) throw new Error(`timed out with ${done}/${downloads} done`);
     }
     const end = await sample(pid);
@@ -177,6 +182,11 @@ async function main(): Promise<void> {
     const notes = [
       `peak RSS ${rssMiB(peakRss)} MiB (target < 300 MB) — ${peakRss * 1024 < 300e6 ? 'met' : 'not met'}; steady RSS while all ${downloads} ran: ${rssMiB(steadyRss)} MiB; most tasks processing at once: ${maxProcessing}`,
       `${downloads - failed}/${downloads} completed in ${seconds.toFixed(1)} s; server CPU ${cpuSeconds.toFixed(1)} s in total`,
+      ...(heapWhileAll
+        ? [
+            `while all ran (server /metrics): V8 heap used ${heapWhileAll.heapUsed} MiB of ${heapWhileAll.heapTotal} MiB, external ${heapWhileAll.external} MiB; largest glibc malloc heap ([heap] in /proc/pid/smaps, sampled each second) ${mallocPeak} MiB`,
+          ]
+        : []),
     ];
     const doc = {
       date: new Date().toISOString(),
@@ -199,6 +209,32 @@ async function main(): Promise<void> {
 }
 
 /** The pid of the process listening on 127.0.0.1:port (from /proc/net/tcp and fd links). */
+/** Heap figures (MiB) from the server's Prometheus default metrics. */
+async function heapOf(base: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const metric = (name: string): number => {
+    const line = text.split('\n').find((l) => l.startsWith(name));
+    return Math.round(Number(line?.split(' ').at(-1) ?? NaN) / 1048576);
+  };
+  return {
+    heapUsed: metric('nodejs_heap_size_used_bytes'),
+    heapTotal: metric('nodejs_heap_size_total_bytes'),
+    external: metric('nodejs_external_memory_bytes'),
+  };
+}
+
+/** Resident size of the process's brk heap (glibc malloc's main arena), MiB. */
+async function mallocHeapMiB(pid: number): Promise<number> {
+  const smaps = await readFile(`/proc/${pid}/smaps`, 'utf8');
+  let inHeap = false;
+  let kib = 0;
+  for (const line of smaps.split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inHeap = line.trimEnd().endsWith('[heap]');
+    else if (inHeap && line.startsWith('Rss:')) kib += Number(line.split(/\s+/)[1]);
+  }
+  return Math.round(kib / 1024);
+}
+
 async function serverPid(port: number): Promise<number> {
   const { readdir, readlink } = await import('node:fs/promises');
   const tcp = await readFile('/proc/net/tcp', 'utf8');

@@ -432,7 +432,7 @@ end
       `zip/plain = ${zipRatio}× (target ≥ 0.7×) — ${zipRatio >= 0.7 ? 'met' : 'not met'}`,
       'nginx: 1 worker process (Ferry is one event loop too), sendfile on, tcp_nopush on, access_log off. Ferry: SQLite, signed link verified and blob row looked up on every request.',
       'zip MiB/s counts response bytes (archive headers included); files are stored (no deflate), CRC-32 computed while streaming.',
-      'Profile (--cpu-prof): the Ferry process is ~50 % idle during a single stream; the local storage driver streams through a FileHandle-backed ReadStream (promise reads), which a side-by-side loopback check measured 1.6–1.9× slower than a path or numeric-fd ReadStream (372–586 vs 589–1126 MiB/s). Range requests pay open + read + close on the thread pool plus the signed-link check and a blob-row query per request.',
+      'Single stream: bodies go through blob-pump.ts (reused 1 MiB buffers, positional reads); before it, a piped ReadStream allocated a buffer per chunk and the collections that caused (17.8 % of main-thread time plus the GC helper threads, --cpu-prof) held Ferry to ~0.2× nginx. Range requests and zip entries are latency-bound, not CPU-bound: the process stays ~40 % idle under 64 connections while each request pays an open, a read and a close on the thread pool (three hand-offs to another thread), a blob-row query and the signed-link check; nginx reads page-cached files on its own thread. Not solved yet.',
     );
 
     const doc = {

@@ -12,13 +12,9 @@ export interface CoarseClock {
   now: number;
 }
 
-const INITIAL_BATCH_BYTES = 64 * 1024;
-
 export class BatchWriter {
   readonly #fh: FileHandle;
-  /** Size of the next buffer: starts small, doubles up to #max while batches fill up. */
-  #size: number;
-  readonly #max: number;
+  readonly #size: number;
   #filling: Buffer | null = null;
   #spare: Buffer | null = null;
   /** Bytes queued in #filling. */
@@ -41,11 +37,7 @@ export class BatchWriter {
    */
   constructor(fh: FileHandle, batchBytes: number, clock: CoarseClock | null = null, maxAgeMs = 500) {
     this.#fh = fh;
-    this.#max = Math.max(4096, batchBytes);
-    // A slow connection (most of them, with hundreds of downloads at once) never fills a large
-    // batch before its age limit, so it keeps small buffers; a fast one grows to #max in a few
-    // batches (bench/footprint.ts: RSS per download).
-    this.#size = Math.min(this.#max, INITIAL_BATCH_BYTES);
+    this.#size = Math.max(4096, batchBytes);
     this.#clock = clock;
     this.#maxAgeMs = maxAgeMs;
   }
@@ -68,11 +60,9 @@ export class BatchWriter {
    */
   space(max: number): Buffer | null {
     if (this.#error !== null) return null;
-    if (this.#filling === null || (this.#fill === 0 && this.#filling.length < this.#size)) {
-      this.#filling = Buffer.allocUnsafe(this.#size);
-    }
-    const room = this.#filling.length - this.#fill;
+    const room = this.#size - this.#fill;
     if (room <= 0 || max <= 0) return null;
+    this.#filling ??= Buffer.allocUnsafe(this.#size);
     return this.#filling.subarray(this.#fill, this.#fill + Math.min(room, max));
   }
 
@@ -81,12 +71,7 @@ export class BatchWriter {
     const clock = this.#clock;
     if (this.#fill === 0 && clock !== null) this.#born = clock.now;
     this.#fill += n;
-    if (this.#full() || this.#stale()) this.#rotate();
-  }
-
-  /** The batch being filled has no room left (a missing or outgrown buffer has room: see space). */
-  #full(): boolean {
-    return this.#filling !== null && this.#fill > 0 && this.#fill >= this.#filling.length;
+    if (this.#fill >= this.#size || this.#stale()) this.#rotate();
   }
 
   #stale(): boolean {
@@ -111,7 +96,7 @@ export class BatchWriter {
   /** Resolves when there is room again (immediately if there is); rejects after a failed write. */
   whenFree(): Promise<void> {
     if (this.#error !== null) return Promise.reject(this.#error);
-    if (!this.#full()) return Promise.resolve();
+    if (this.#fill < this.#size) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.#waiters.push(() => (this.#error === null ? resolve() : reject(this.#error)));
     });
@@ -119,7 +104,7 @@ export class BatchWriter {
 
   /** Calls `fn` once when there is room again or a write failed (for callers that cannot await). */
   onFree(fn: () => void): void {
-    if (this.#error !== null || !this.#full()) queueMicrotask(fn);
+    if (this.#error !== null || this.#fill < this.#size) queueMicrotask(fn);
     else this.#waiters.push(fn);
   }
 
@@ -129,7 +114,6 @@ export class BatchWriter {
     const buf = this.#filling;
     const n = this.#fill;
     const start = this.#start;
-    if (n >= buf.length && this.#size < this.#max) this.#size = Math.min(this.#max, this.#size * 2);
     this.#filling = this.#spare;
     this.#spare = buf;
     this.#fill = 0;
@@ -153,7 +137,7 @@ export class BatchWriter {
     this.#inflight = null;
     // Only a full batch is rotated here: a partial one may have room handed out for a read in
     // progress (the raw client reads straight into it); stale partial batches go at the next commit.
-    if (this.#error === null && this.#full()) this.#rotate();
+    if (this.#error === null && this.#fill >= this.#size) this.#rotate();
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const w of waiters) w();
