@@ -578,6 +578,10 @@ export class TaskRunner {
       );
       return;
     }
+    // Clean up before the task shows as failed, so a finished task never has staging data
+    // left (the lease check above made sure the staging area is ours). A cleanup that fails
+    // must not keep the task from ending; the startup sweep removes what is left.
+    await rm(staging, { recursive: true, force: true }).catch(() => undefined);
     const ended = await this.tasks.transition(
       task.id,
       'error',
@@ -594,7 +598,6 @@ export class TaskRunner {
     );
     // Only once it is ours and finished: another node may be landing it under a newer lease.
     if (ended) await this.deleteUncommittedBlobs(task).catch(() => undefined);
-    await rm(staging, { recursive: true, force: true });
   }
 }
 
