@@ -50,6 +50,11 @@ export async function openDatabase(url: string, options: { poolSize?: number } =
     });
     // A dropped idle connection must not crash the process; the next query reconnects.
     pool.on('error', () => {});
+    // Nor may one that drops while checked out between two queries (inside a transaction, or
+    // after a query timed out): pg-pool removes its idle listener on checkout, and an 'error'
+    // with no listener kills the process. The query in flight still fails, and the pool drops
+    // the broken client when it comes back.
+    pool.on('connect', (client) => client.on('error', () => {}));
     db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   } else {
     const file = url.replace(/^sqlite:(\/\/)?/i, '');

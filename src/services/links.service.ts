@@ -1,6 +1,13 @@
 // Signed, expiring download links in Cloudreve's format: the decoded URL path plus the expiry
 // are HMAC-SHA256-signed; host and other query keys are not, so ?download can be toggled.
-import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import {
+  createHash,
+  createHmac,
+  createSecretKey,
+  randomUUID,
+  timingSafeEqual,
+  type KeyObject,
+} from 'node:crypto';
 import { AppError, BatchError } from '../domain/errors.ts';
 import type { ServiceContext } from './context.ts';
 import { FOLDER, type FilesService, type FileRow } from './files.service.ts';
@@ -29,7 +36,7 @@ export function pathEscape(segment: string): string {
 }
 
 /** Cloudreve's SignURI: base64url WITH padding of HMAC-SHA256(path + ':' + expires), then ':' + expires. */
-export function signPath(key: Buffer | string, path: string, expires: number): string {
+export function signPath(key: KeyObject | Buffer | string, path: string, expires: number): string {
   const mac = createHmac('sha256', key).update(`${path}:${expires}`).digest('base64');
   return `${mac.replaceAll('+', '-').replaceAll('/', '_')}:${expires}`;
 }
@@ -37,14 +44,15 @@ export function signPath(key: Buffer | string, path: string, expires: number): s
 export class LinksService {
   private readonly ctx: ServiceContext;
   private readonly files: FilesService;
-  private readonly key: Buffer;
+  /** A KeyObject, not a Buffer: Node re-imports a Buffer key on every HMAC (~41 µs vs ~5 µs). */
+  private readonly key: KeyObject;
   /** (blob, name, download, base) → url, reused until 10 minutes before it expires. */
   private readonly cache = new Map<string, { url: string; expires: number }>();
 
   constructor(ctx: ServiceContext, files: FilesService) {
     this.ctx = ctx;
     this.files = files;
-    this.key = createHash('sha256').update('links:').update(ctx.secret).digest();
+    this.key = createSecretKey(createHash('sha256').update('links:').update(ctx.secret).digest());
   }
 
   sign(path: string, expires: number): string {

@@ -233,6 +233,7 @@ describe('database unreachable', () => {
     proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
   });
   after(async () => {
+    if (process.env.FERRY_TEST_VERBOSE) console.log(server?.output());
     await server?.stop();
     await proxy?.close();
     if (dbName) {
