@@ -13,12 +13,14 @@ const IN_FLIGHT = 2;
 const POOL_MAX = 16;
 const pool: Buffer[] = [];
 
-function takeBuffer(): Buffer {
+/** A buffer for `length` bytes: a pooled 1 MiB one, or for a short body (a typical Range request) one of its own size. */
+function takeBuffer(length: number): Buffer {
+  if (length < CHUNK / 2) return Buffer.allocUnsafe(length);
   return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
 }
 
 function giveBack(buffer: Buffer): void {
-  if (pool.length < POOL_MAX) pool.push(buffer);
+  if (buffer.length === CHUNK && pool.length < POOL_MAX) pool.push(buffer);
 }
 
 /**
@@ -48,8 +50,8 @@ export function pumpBlob(res: ServerResponse, reader: BlobReader, start: number,
       return;
     }
     reading = true;
-    const buffer = takeBuffer();
     const length = Math.min(CHUNK, end - position);
+    const buffer = takeBuffer(length);
     reader.read(buffer, length, position).then(
       (n) => {
         reading = false;
