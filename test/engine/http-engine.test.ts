@@ -109,7 +109,10 @@ describe('byte-exact downloads', () => {
 
   test('sixteen connections', async () => {
     const size = 48 * MiB + 12345; // not a multiple of anything
-    const url = origin.route('/sixteen.bin', { size, seed: 12, throttle: 24 * MiB });
+    // 6 MiB/s per connection: each ~3 MiB segment lasts about half a second, long enough for all
+    // sixteen connections to be open at once even on a loaded CI machine (at 24 MiB/s the first
+    // segments sometimes finished before the last connections had opened).
+    const url = origin.route('/sixteen.bin', { size, seed: 12, throttle: 6 * MiB });
     const h = await makeJob(url, { connections: 16 });
     const out = await engine().download(h.job);
     assert.equal(await sha256File(out.files[0]?.stagingPath ?? ''), expectedSha256(size, 12));
