@@ -117,8 +117,9 @@ test('qBittorrent (Web API v2) runs BitTorrent sources', async () => {
         daemon.url,
         '--qbittorrent-username',
         daemon.username,
-        '--qbittorrent-password',
-        daemon.password,
+        // The `=` form: a random password may start with '-', which a separate argument
+        // would make look like another flag.
+        `--qbittorrent-password=${daemon.password}`,
       ],
     });
     const token = (await server.signIn()).access;
