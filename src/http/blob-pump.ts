@@ -5,23 +5,10 @@
 // back to the pool only after the socket's write callback, when nothing refers to it.
 import type { ServerResponse } from 'node:http';
 import type { BlobReader } from '../storage/port.ts';
+import { giveBack, POOLED_CHUNK, takeBuffer } from './buffer-pool.ts';
 
-const CHUNK = 1024 * 1024;
 /** Chunks handed to the socket at once per response: one being sent while the next is read. */
 const IN_FLIGHT = 2;
-/** Idle buffers kept between responses (16 MiB at most); more are left to the collector. */
-const POOL_MAX = 16;
-const pool: Buffer[] = [];
-
-/** A buffer for `length` bytes: a pooled 1 MiB one, or for a short body (a typical Range request) one of its own size. */
-function takeBuffer(length: number): Buffer {
-  if (length < CHUNK / 2) return Buffer.allocUnsafe(length);
-  return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
-}
-
-function giveBack(buffer: Buffer): void {
-  if (buffer.length === CHUNK && pool.length < POOL_MAX) pool.push(buffer);
-}
 
 /**
  * Sends bytes [start, end) of `reader` as the body of `res` (headers already written), then
@@ -50,7 +37,7 @@ export function pumpBlob(res: ServerResponse, reader: BlobReader, start: number,
       return;
     }
     reading = true;
-    const length = Math.min(CHUNK, end - position);
+    const length = Math.min(POOLED_CHUNK, end - position);
     const buffer = takeBuffer(length);
     reader.read(buffer, length, position).then(
       (n) => {

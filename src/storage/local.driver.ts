@@ -78,6 +78,10 @@ export class LocalDiskDriver implements StorageDriver {
     };
   }
 
+  localFile(key: string): string {
+    return this.pathOf(key);
+  }
+
   /** A read-only descriptor of the blob; BlobNotFoundError when it is missing. */
   private async openExisting(key: string): Promise<number> {
     try {

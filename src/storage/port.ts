@@ -42,6 +42,11 @@ export interface StorageDriver {
    */
   openReader?(key: string): Promise<BlobReader>;
   /**
+   * Optional: the blob's file on this machine's disk (local disk), for work done off the main
+   * thread (zip archives read on a worker thread). Does not check that the file exists.
+   */
+  localFile?(key: string): string;
+  /**
    * Stores a stream under key. The blob is not visible under `key` until the stream has ended
    * and been flushed; on error or abort nothing is left behind.
    */

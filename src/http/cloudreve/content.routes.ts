@@ -7,7 +7,15 @@ import { FOLDER, type FileRow } from '../../services/files.service.ts';
 import type { Services } from '../../services/index.ts';
 import { BlobNotFoundError } from '../../storage/port.ts';
 import { sendBlob } from '../send-blob.ts';
-import { zipLength, zipStream, type ZipEntry, type ZipEntryInfo } from '../zip-stream.ts';
+import { zipInWorker, type WorkerZipEntry } from '../zip-offload.ts';
+import {
+  POOLED_CHUNKS,
+  writeZip,
+  zipLength,
+  type ZipEntry,
+  type ZipEntryInfo,
+  type ZipSink,
+} from '../zip-stream.ts';
 
 const CORS_HEADERS = {
   'access-control-allow-origin': '*',
@@ -126,29 +134,78 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
         .execute();
       for (const row of rows) blobKeys.set(row.id, row.storage_key);
     }
-    const zipEntries: ZipEntry[] = entries.map(({ entry, file }) =>
-      entry.folder === true
-        ? entry
-        : {
-            path: entry.path,
-            size: file.size,
-            modifiedAt: new Date(file.updated_at),
-            open: async () => {
-              const key = file.blob_id === null ? undefined : blobKeys.get(file.blob_id);
-              return key
-                ? ctx.storage.read(key, file.size > 0 ? { start: 0, end: file.size - 1 } : undefined)
-                : Readable.from([]);
-            },
-          },
-    );
-    const controller = new AbortController();
-    request.raw.on('close', () => controller.abort());
-    reply.headers({
+    const storage = ctx.storage;
+    const openReader = storage.openReader?.bind(storage);
+    const zipEntries: ZipEntry[] = entries.map(({ entry, file }) => {
+      if (entry.folder === true) return entry;
+      const key = file.blob_id === null ? undefined : blobKeys.get(file.blob_id);
+      const zipEntry: ZipEntry = {
+        path: entry.path,
+        size: file.size,
+        modifiedAt: new Date(file.updated_at),
+        open: async () =>
+          key
+            ? storage.read(key, file.size > 0 ? { start: 0, end: file.size - 1 } : undefined)
+            : Readable.from([]),
+      };
+      if (key && openReader) zipEntry.openReader = () => openReader(key);
+      return zipEntry;
+    });
+    // On local disk the archive is built on a worker thread (zip-offload.ts); keys are resolved
+    // to paths here, before anything is sent, so a bad one is still an ordinary error.
+    const localFile = storage.localFile?.bind(storage);
+    const workerEntries: WorkerZipEntry[] | null = localFile
+      ? entries.map(({ entry, file }) => {
+          const key = file.blob_id === null ? undefined : blobKeys.get(file.blob_id);
+          return entry.folder === true
+            ? {
+                path: entry.path,
+                size: 0,
+                modifiedAtMs: entry.modifiedAt.getTime(),
+                folder: true,
+                file: null,
+              }
+            : {
+                path: entry.path,
+                size: file.size,
+                modifiedAtMs: new Date(file.updated_at).getTime(),
+                folder: false,
+                file: key ? localFile(key) : null,
+              };
+        })
+      : null;
+    const headers = {
       'content-type': 'application/zip',
       'content-disposition': 'attachment; filename="archive.zip"',
       'content-length': String(zipLength(zipEntries)),
       'access-control-allow-origin': '*',
-    });
-    return reply.send(zipStream(zipEntries, { signal: controller.signal }));
+    };
+    // The response is written here, not by fastify: the archive goes out in 1 MiB chunks whose
+    // memory is reused after each socket write. Its onResponse hooks still run.
+    const res = reply.raw;
+    const all: Record<string, string | number | string[]> = {};
+    for (const [name, value] of Object.entries(reply.getHeaders()))
+      if (value !== undefined) all[name] = value;
+    reply.hijack();
+    res.writeHead(200, { ...all, ...headers });
+    if (request.method === 'HEAD') {
+      res.end();
+      return reply;
+    }
+    const controller = new AbortController();
+    res.once('close', () => controller.abort(new Error('client went away')));
+    const sink: ZipSink = { write: (chunk, done) => void res.write(chunk, done) };
+    const written = workerEntries
+      ? zipInWorker(workerEntries, sink, { signal: controller.signal })
+      : writeZip(zipEntries, sink, { signal: controller.signal, chunks: POOLED_CHUNKS });
+    written.then(
+      () => res.end(),
+      (error: unknown) => {
+        // Headers are out: a truncated body is how the client learns, never a short "complete" zip.
+        if (!controller.signal.aborted) request.log.warn({ err: error }, 'archive failed mid-stream');
+        res.destroy();
+      },
+    );
+    return reply;
   });
 }
