@@ -77,6 +77,8 @@ export interface TestServer {
    * placeholders on both dialects. Returns the rows (empty for statements without rows).
    */
   sql<R = Record<string, unknown>>(text: string, params?: unknown[]): Promise<R[]>;
+  /** The server process's id (for /proc/<pid>/fd checks). */
+  pid(): number;
   /** SIGKILL, then start again on the same data (and port). */
   crashAndRestart(): Promise<void>;
   stop(): Promise<void>;
@@ -147,6 +149,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     port,
     dataDir,
     databaseUrl,
+    pid: () => child.pid ?? -1,
     async api<T>(
       method: string,
       path: string,

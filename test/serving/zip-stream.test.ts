@@ -12,7 +12,8 @@ import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { LocalDiskDriver } from '../../src/storage/local.driver.ts';
-import { ZipNamer, zipLength, zipStream, type ZipEntry } from '../../src/http/zip-stream.ts';
+import { writeZip, ZipNamer, zipLength, zipStream, type ZipEntry } from '../../src/http/zip-stream.ts';
+import type { BlobReader } from '../../src/storage/port.ts';
 import {
   collect,
   listen,
@@ -419,6 +420,85 @@ describe('zipStream in-process', { timeout: 120_000 }, () => {
       throw new Error('db went away');
     }
     await assert.rejects(collect(zipStream(bad())), /db went away/);
+  });
+});
+
+describe('writeZip with positional readers', () => {
+  /** Entries whose bytes come through BlobReaders, counting how many are open at once. */
+  function readerEntries(
+    datas: Buffer[],
+    tracker: { open: number; max: number; opened: number },
+  ): ZipEntry[] {
+    return datas.map((data, i) => ({
+      path: `r/${i}.bin`,
+      size: data.length,
+      modifiedAt: mtime,
+      open: () => Promise.reject(new Error('the stream form must not be used')),
+      openReader: async (): Promise<BlobReader> => {
+        tracker.open++;
+        tracker.opened++;
+        tracker.max = Math.max(tracker.max, tracker.open);
+        let closed = false;
+        return {
+          read: async (buffer, length, position) => {
+            // Short reads (at most 70,000 bytes) exercise the writer's read loop.
+            const n = Math.max(0, Math.min(length, 70_000, data.length - position));
+            data.copy(buffer, 0, position, position + n);
+            return n;
+          },
+          close: async () => {
+            if (!closed) tracker.open--;
+            closed = true;
+          },
+        };
+      },
+    }));
+  }
+
+  test('byte-identical to the stream form; a few readers ahead at most; all closed', async () => {
+    const datas = Array.from({ length: 30 }, (_, i) => random(i === 7 ? 3 * MiB + 5 : 1 + i * 9_999));
+    const tracker = { open: 0, max: 0, opened: 0 };
+    const viaReaders = await collect(zipStream(readerEntries(datas, tracker)));
+    const viaStreams = await collect(zipStream(datas.map((d, i) => memoryEntry(`r/${i}.bin`, d))));
+    assert.equal(sha256(viaReaders), sha256(viaStreams));
+    assert.equal(viaReaders.length, zipLength(readerEntries(datas, { open: 0, max: 0, opened: 0 })));
+    assert.equal(tracker.opened, datas.length);
+    assert.equal(tracker.open, 0);
+    assert.ok(tracker.max >= 2 && tracker.max <= 5, `at most 5 open at once, saw ${tracker.max}`);
+  });
+
+  test('a sink that fails, or an abort: readers opened ahead are all closed, later ones never opened', async () => {
+    const datas = Array.from({ length: 50 }, () => random(300_000));
+    for (const how of ['sink', 'abort'] as const) {
+      const tracker = { open: 0, max: 0, opened: 0 };
+      const controller = new AbortController();
+      let chunks = 0;
+      await assert.rejects(
+        writeZip(
+          readerEntries(datas, tracker),
+          {
+            write(_chunk, done) {
+              chunks++;
+              if (chunks === 3 && how === 'sink') return done(new Error('socket gone'));
+              if (chunks === 3) controller.abort(new Error('client went away'));
+              setImmediate(() => done());
+            },
+          },
+          { signal: controller.signal },
+        ),
+        how === 'sink' ? /socket gone/ : /client went away/,
+      );
+      assert.equal(tracker.open, 0, how);
+      assert.ok(tracker.opened < 15, `${how}: opened ${tracker.opened} of 50`);
+    }
+  });
+
+  test('a reader that comes up short breaks the archive', async () => {
+    const entry = readerEntries([random(1000)], { open: 0, max: 0, opened: 0 })[0]!;
+    await assert.rejects(
+      collect(zipStream([{ ...entry, size: 5000 } as ZipEntry])),
+      /unexpected number of bytes/,
+    );
   });
 });
 
