@@ -103,8 +103,8 @@ describe('archives of local files', () => {
       const reader = res.body!.getReader();
       let received = 0;
       while (received < 1_500_000) {
-        const chunk = await reader.read();
-        if (chunk.done) break;
+        const chunk = (await reader.read()) as { done: boolean; value?: Uint8Array };
+        if (chunk.done || !chunk.value) break;
         received += chunk.value.length;
       }
       controller.abort();
