@@ -17,6 +17,7 @@ import type { DB } from './schema.ts';
 import * as initial from './migrations/0001_initial.ts';
 import * as taskFiles from './migrations/0002_task_files.ts';
 import * as fileListIndexes from './migrations/0003_file_list_indexes.ts';
+import * as blobCrc32 from './migrations/0004_blob_crc32.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -105,6 +106,7 @@ async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
     '0001_initial': bind(initial),
     '0002_task_files': bind(taskFiles),
     '0003_file_list_indexes': bind(fileListIndexes),
+    '0004_blob_crc32': bind(blobCrc32),
   };
   // Kysely takes an advisory lock on PostgreSQL, so several nodes can start at once.
   const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });

@@ -74,6 +74,8 @@ export interface BlobsTable {
   /** files pointing at it; the bytes are deleted when it drops to 0 */
   ref_count: number;
   created_at: number;
+  /** CRC-32 of the bytes, once a zip archive has computed it (0004_blob_crc32) */
+  crc32: number | null;
 }
 
 export interface UploadSessionsTable {

@@ -14,6 +14,8 @@ export interface WorkerZipEntry {
   folder: boolean;
   /** Absolute path of the file's bytes; null for folders and files without a blob. */
   file: string | null;
+  /** The bytes' CRC-32 when known; else the worker computes it and reports it back. */
+  crc32: number | null;
 }
 
 export type ToWorker =
@@ -23,14 +25,14 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: 'chunk'; id: number; buffer: ArrayBuffer; offset: number; length: number }
-  | { type: 'done'; id: number }
+  | { type: 'done'; id: number; crcs: Array<[index: number, crc: number]> }
   | { type: 'error'; id: number; message: string };
 
 const IDLE_MS = 60_000;
 
 interface Job {
   sink: ZipSink;
-  resolve(): void;
+  resolve(crcs: Map<number, number>): void;
   reject(error: Error): void;
 }
 
@@ -62,7 +64,7 @@ function getWorker(): Worker {
         if (worker === w) w.postMessage({ type: 'ack', id, buffer } satisfies ToWorker, [buffer]);
       });
     } else if (message.type === 'done') {
-      finish(message.id);
+      finish(message.id, undefined, new Map(message.crcs));
     } else {
       finish(message.id, new Error(message.message));
     }
@@ -78,7 +80,7 @@ function getWorker(): Worker {
   return w;
 }
 
-function finish(id: number, error?: Error): void {
+function finish(id: number, error?: Error, crcs = new Map<number, number>()): void {
   const job = jobs.get(id);
   if (job === undefined) return;
   jobs.delete(id);
@@ -86,7 +88,7 @@ function finish(id: number, error?: Error): void {
     worker?.postMessage({ type: 'cancel', id } satisfies ToWorker);
     job.reject(error);
   } else {
-    job.resolve();
+    job.resolve(crcs);
   }
   if (jobs.size === 0 && worker !== null && idleTimer === null) {
     const w = worker;
@@ -103,28 +105,29 @@ function finish(id: number, error?: Error): void {
 
 /**
  * Writes the archive of `entries` to `sink` (same bytes as writeZip) from the worker. Resolves
- * when the sink has taken the last chunk; rejects on the first failure or when `signal` aborts.
+ * when the sink has taken the last chunk, with the CRC-32s it computed (entry index → CRC);
+ * rejects on the first failure or when `signal` aborts.
  */
 export function zipInWorker(
   entries: WorkerZipEntry[],
   sink: ZipSink,
   options: { signal?: AbortSignal; forceZip64?: boolean } = {},
-): Promise<void> {
+): Promise<Map<number, number>> {
   const { signal } = options;
   if (signal?.aborted)
     return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
   const id = nextId++;
   const w = getWorker();
-  return new Promise<void>((resolve, reject) => {
+  return new Promise<Map<number, number>>((resolve, reject) => {
     const onAbort = (): void => {
       const reason: unknown = signal?.reason;
       finish(id, reason instanceof Error ? reason : new Error('aborted'));
     };
     jobs.set(id, {
       sink,
-      resolve: () => {
+      resolve: (crcs) => {
         signal?.removeEventListener('abort', onAbort);
-        resolve();
+        resolve(crcs);
       },
       reject: (error) => {
         signal?.removeEventListener('abort', onAbort);

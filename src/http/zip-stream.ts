@@ -38,6 +38,8 @@ export interface ZipFileEntry {
    * into its output buffers, and opens a few entries ahead (see READERS_AHEAD).
    */
   openReader?(): Promise<BlobReader>;
+  /** The bytes' CRC-32 when already known (stored with the blob): they are not hashed again. */
+  crc32?: number;
 }
 
 export interface ZipFolderEntry {
@@ -115,10 +117,15 @@ export const POOLED_CHUNKS: ChunkSource = { take: () => takeBuffer(), giveBack }
 export interface WriteZipOptions extends ZipOptions {
   /** Default: fresh buffers the sink may keep. */
   chunks?: ChunkSource;
+  /** Called with each CRC-32 the writer computed (entries without `crc32`, once fully written). */
+  onCrc?: (entry: ZipFileEntry, crc: number) => void;
 }
 
-/** Chunks handed to the sink and not yet done: one being sent while the next fills. */
-const IN_FLIGHT = 2;
+/**
+ * Chunks handed to the sink and not yet done, while the next fills. With 2 a 100 MB archive of
+ * small files took ~100 ms through the worker, with 4 ~85 ms (the round trips overlap).
+ */
+const IN_FLIGHT = 4;
 /** Positional readers opened ahead of the writer, so their opens overlap its work. */
 const READERS_AHEAD = 4;
 
@@ -154,6 +161,7 @@ interface Ahead {
 class ArchiveWriter {
   readonly #sink: ZipSink;
   readonly #chunks: ChunkSource;
+  readonly #onCrc: WriteZipOptions['onCrc'];
   readonly #forceZip64: boolean;
   readonly #signal: AbortSignal | undefined;
   #buffer: Buffer;
@@ -173,6 +181,7 @@ class ArchiveWriter {
   constructor(sink: ZipSink, options: WriteZipOptions) {
     this.#sink = sink;
     this.#chunks = options.chunks ?? FRESH_CHUNKS;
+    this.#onCrc = options.onCrc;
     this.#forceZip64 = options.forceZip64 ?? false;
     this.#signal = options.signal;
     this.#signal?.addEventListener('abort', this.#onAbort, { once: true });
@@ -341,15 +350,17 @@ class ArchiveWriter {
       throw error;
     }
     if (entry.folder === true) return;
-    if (reader) w.crc = await this.#copyReader(reader, size);
+    const known = entry.crc32;
+    if (reader) w.crc = await this.#copyReader(reader, size, known);
     else if (entry.openReader && size === 0)
       w.crc = 0; // nothing to read: nothing opened
-    else w.crc = await this.#copyStream(entry, size);
+    else w.crc = await this.#copyStream(entry, size, known);
     await this.#put(dataDescriptor(w));
+    if (known === undefined && size > 0) this.#onCrc?.(entry, w.crc);
   }
 
   /** Reads `size` bytes of a positional reader straight into the output buffers; the CRC-32. */
-  async #copyReader(opening: Promise<BlobReader>, size: number): Promise<number> {
+  async #copyReader(opening: Promise<BlobReader>, size: number, known: number | undefined): Promise<number> {
     let reader: BlobReader;
     try {
       reader = await opening;
@@ -367,7 +378,7 @@ class ArchiveWriter {
         const n = await reader.read(target, want, position);
         this.#check();
         if (n <= 0) throw new Error('file data stream has unexpected number of bytes');
-        crc = crc32(n === want ? target : target.subarray(0, n), crc);
+        if (known === undefined) crc = crc32(n === want ? target : target.subarray(0, n), crc);
         this.#fill += n;
         this.#cursor += n;
         position += n;
@@ -375,11 +386,11 @@ class ArchiveWriter {
     } finally {
       this.#closeLater(reader);
     }
-    return crc >>> 0;
+    return known ?? crc >>> 0;
   }
 
   /** Copies a stream entry (one open at a time: the previous one has closed); the CRC-32. */
-  async #copyStream(entry: ZipFileEntry, size: number): Promise<number> {
+  async #copyStream(entry: ZipFileEntry, size: number, known: number | undefined): Promise<number> {
     const stream = await entry.open();
     if (this.#failure !== null || this.#signal?.aborted) {
       stream.destroy();
@@ -394,7 +405,7 @@ class ArchiveWriter {
       for await (const chunk of stream as AsyncIterable<Buffer | string>) {
         this.#check();
         const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-        crc = crc32(buf, crc);
+        if (known === undefined) crc = crc32(buf, crc);
         bytes += buf.length;
         if (bytes > size) throw new Error('file data stream has unexpected number of bytes');
         await this.#put(buf);
@@ -406,7 +417,7 @@ class ArchiveWriter {
     }
     this.#check();
     if (bytes !== size) throw new Error('file data stream has unexpected number of bytes');
-    return crc >>> 0;
+    return known ?? crc >>> 0;
   }
 }
 

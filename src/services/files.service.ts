@@ -643,4 +643,41 @@ export class FilesService {
       .where('id', '=', file.blob_id)
       .executeTakeFirst();
   }
+
+  /** Storage keys and known CRC-32s of blobs, by id (for archives). */
+  async blobsForArchive(ids: readonly number[]): Promise<Map<number, { key: string; crc32: number | null }>> {
+    const out = new Map<number, { key: string; crc32: number | null }>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += 500) {
+      const rows = await this.ctx.db
+        .selectFrom('blobs')
+        .select(['id', 'storage_key', 'crc32'])
+        .where('id', 'in', unique.slice(i, i + 500))
+        .execute();
+      for (const row of rows) out.set(row.id, { key: row.storage_key, crc32: row.crc32 });
+    }
+    return out;
+  }
+
+  /** Keeps CRC-32s an archive computed (blob id → CRC); blobs never change, so they stay right. */
+  async rememberCrcs(crcs: ReadonlyMap<number, number>): Promise<void> {
+    const all = [...crcs];
+    for (let i = 0; i < all.length; i += 500) {
+      const batch = all.slice(i, i + 500);
+      const cases = sql.join(
+        batch.map(([id, crc]) => sql`when ${id} then cast(${crc} as bigint)`),
+        sql` `,
+      );
+      await this.ctx.db
+        .updateTable('blobs')
+        .set({ crc32: sql<number>`case id ${cases} end` })
+        .where(
+          'id',
+          'in',
+          batch.map(([id]) => id),
+        )
+        .where('crc32', 'is', null)
+        .execute();
+    }
+  }
 }

@@ -9,6 +9,7 @@ import { mkdtemp, readdir, readFile, rm, truncate, unlink, writeFile } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { crc32 } from 'node:zlib';
 import { startServer, uploadFile, waitFor, type TestServer } from '../helpers/server.ts';
 import { readCentralDirectory } from '../serving/helpers.ts';
 
@@ -82,6 +83,27 @@ describe('archives of local files', () => {
     assert.equal(Number(res.headers.get('content-length')), zip.length);
     assert.equal(readCentralDirectory(zip).entries.length, 41); // the folder and its 40 files
     await assertWholeArchive(zip, files);
+  });
+
+  test('the first archive stores the CRC-32 of each blob; the next one uses it and is byte-identical', async () => {
+    await server.sql('UPDATE blobs SET crc32 = NULL');
+    const url = await archiveUrl(['cloudreve://my/many']);
+    const first = Buffer.from(await (await fetch(url)).arrayBuffer());
+    const stored = await waitFor(
+      async () => {
+        const rows = await server.sql<{ name: string; crc32: number | null }>(
+          'SELECT f.name, b.crc32 FROM files f JOIN blobs b ON b.id = f.blob_id WHERE f.name LIKE ?',
+          ['part-%'],
+        );
+        return rows.length === files.size && rows.every((r) => r.crc32 !== null) ? rows : undefined;
+      },
+      5000,
+      'CRC-32s stored',
+    );
+    for (const { name, crc32: crc } of stored) assert.equal(Number(crc), crc32(files.get(name)!), name);
+    const second = Buffer.from(await (await fetch(url)).arrayBuffer());
+    assert.equal(sha(second), sha(first));
+    await assertWholeArchive(second, files);
   });
 
   test('four archives at once come out identical and whole', async () => {

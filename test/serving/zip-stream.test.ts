@@ -493,6 +493,25 @@ describe('writeZip with positional readers', () => {
     }
   });
 
+  test('a known CRC-32 is used as given; computed ones are reported once each', async () => {
+    const datas = [random(5000), random(7000), Buffer.alloc(0)];
+    const entries = readerEntries(datas, { open: 0, max: 0, opened: 0 });
+    entries[0] = { ...entries[0]!, crc32: 0x12345678 } as ZipEntry;
+    const reported: Array<[string, number]> = [];
+    const chunks: Buffer[] = [];
+    await writeZip(
+      entries,
+      { write: (chunk, done) => (chunks.push(chunk), done()) },
+      { onCrc: (entry, crc) => reported.push([entry.path, crc]) },
+    );
+    const cd = readCentralDirectory(Buffer.concat(chunks));
+    assert.deepEqual(
+      cd.entries.map((e) => e.crc32),
+      [0x12345678, crc32(datas[1]!), 0],
+    );
+    assert.deepEqual(reported, [['r/1.bin', crc32(datas[1]!)]]); // not the known one, not the empty one
+  });
+
   test('a reader that comes up short breaks the archive', async () => {
     const entry = readerEntries([random(1000)], { open: 0, max: 0, opened: 0 })[0]!;
     await assert.rejects(

@@ -122,23 +122,16 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
         });
       }
     }
-    const blobKeys = new Map<number, string>();
-    const blobIds = [
-      ...new Set(entries.map((e) => e.file.blob_id).filter((id): id is number => id !== null)),
-    ];
-    for (let i = 0; i < blobIds.length; i += 500) {
-      const rows = await ctx.db
-        .selectFrom('blobs')
-        .select(['id', 'storage_key'])
-        .where('id', 'in', blobIds.slice(i, i + 500))
-        .execute();
-      for (const row of rows) blobKeys.set(row.id, row.storage_key);
-    }
+    const blobs = await files.blobsForArchive(
+      entries.map((e) => e.file.blob_id).filter((id): id is number => id !== null),
+    );
+    const blobOf = (file: FileRow) => (file.blob_id === null ? undefined : blobs.get(file.blob_id));
     const storage = ctx.storage;
     const openReader = storage.openReader?.bind(storage);
     const zipEntries: ZipEntry[] = entries.map(({ entry, file }) => {
       if (entry.folder === true) return entry;
-      const key = file.blob_id === null ? undefined : blobKeys.get(file.blob_id);
+      const blob = blobOf(file);
+      const key = blob?.key;
       const zipEntry: ZipEntry = {
         path: entry.path,
         size: file.size,
@@ -147,6 +140,7 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
           key
             ? storage.read(key, file.size > 0 ? { start: 0, end: file.size - 1 } : undefined)
             : Readable.from([]),
+        ...(blob?.crc32 == null ? {} : { crc32: blob.crc32 }),
       };
       if (key && openReader) zipEntry.openReader = () => openReader(key);
       return zipEntry;
@@ -155,29 +149,24 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
     // to paths here, before anything is sent, so a bad one is still an ordinary error.
     const localFile = storage.localFile?.bind(storage);
     const workerEntries: WorkerZipEntry[] | null = localFile
-      ? entries.map(({ entry, file }) => {
-          const key = file.blob_id === null ? undefined : blobKeys.get(file.blob_id);
-          return entry.folder === true
-            ? {
-                path: entry.path,
-                size: 0,
-                modifiedAtMs: entry.modifiedAt.getTime(),
-                folder: true,
-                file: null,
-              }
-            : {
-                path: entry.path,
-                size: file.size,
-                modifiedAtMs: new Date(file.updated_at).getTime(),
-                folder: false,
-                file: key ? localFile(key) : null,
-              };
+      ? zipEntries.map((entry, i) => {
+          const folder = entry.folder === true;
+          const blob = folder ? undefined : blobOf(entries[i]!.file);
+          return {
+            path: entry.path,
+            size: folder ? 0 : entry.size,
+            modifiedAtMs: entry.modifiedAt.getTime(),
+            folder,
+            file: blob ? localFile(blob.key) : null,
+            crc32: blob?.crc32 ?? null,
+          };
         })
       : null;
+    const length = zipLength(zipEntries);
     const headers = {
       'content-type': 'application/zip',
       'content-disposition': 'attachment; filename="archive.zip"',
-      'content-length': String(zipLength(zipEntries)),
+      'content-length': String(length),
       'access-control-allow-origin': '*',
     };
     // The response is written here, not by fastify: the archive goes out in 1 MiB chunks whose
@@ -193,13 +182,46 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
       return reply;
     }
     const controller = new AbortController();
-    res.once('close', () => controller.abort(new Error('client went away')));
-    const sink: ZipSink = { write: (chunk, done) => void res.write(chunk, done) };
+    let sent = 0;
+    // A client may hang up the moment it has every byte, before the writer hears back about the
+    // last chunk; that archive is complete, so only an earlier close stops it.
+    res.once('close', () => {
+      if (sent < length) controller.abort(new Error('client went away'));
+    });
+    const sink: ZipSink = {
+      write: (chunk, done) =>
+        void res.write(chunk, (error) => {
+          if (!error) sent += chunk.length;
+          done(error);
+        }),
+    };
+    const indexOf = new Map<ZipEntry, number>(zipEntries.map((entry, i) => [entry, i]));
+    /** blob id → CRC-32 computed by this archive, kept for the next one */
+    const computed = new Map<number, number>();
     const written = workerEntries
-      ? zipInWorker(workerEntries, sink, { signal: controller.signal })
-      : writeZip(zipEntries, sink, { signal: controller.signal, chunks: POOLED_CHUNKS });
+      ? zipInWorker(workerEntries, sink, { signal: controller.signal }).then((crcs) => {
+          for (const [index, crc] of crcs) {
+            const id = entries[index]?.file.blob_id;
+            if (id != null) computed.set(id, crc);
+          }
+        })
+      : writeZip(zipEntries, sink, {
+          signal: controller.signal,
+          chunks: POOLED_CHUNKS,
+          onCrc: (entry, crc) => {
+            const id = entries[indexOf.get(entry) ?? -1]?.file.blob_id;
+            if (id != null) computed.set(id, crc);
+          },
+        });
     written.then(
-      () => res.end(),
+      () => {
+        res.end();
+        if (computed.size > 0) {
+          files.rememberCrcs(computed).catch((error: unknown) => {
+            request.log.warn({ err: error }, 'could not store archive CRC-32s');
+          });
+        }
+      },
       (error: unknown) => {
         // Headers are out: a truncated body is how the client learns, never a short "complete" zip.
         if (!controller.signal.aborted) request.log.warn({ err: error }, 'archive failed mid-stream');
