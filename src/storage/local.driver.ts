@@ -20,6 +20,7 @@ import {
   type ByteRange,
   type StorageDriver,
 } from './port.ts';
+import { DescriptorCache } from './descriptor-cache.ts';
 
 const openFd = promisify(openCallback);
 const closeFd = promisify(closeCallback);
@@ -29,6 +30,12 @@ export class LocalDiskDriver implements StorageDriver {
   readonly name = 'local';
   private readonly root: string;
   private readonly tempDir: string;
+
+  /** Shared by openReader; evicted whenever a key's file is replaced or deleted. */
+  readonly descriptors = new DescriptorCache(
+    (key) => this.openExisting(key),
+    (fd) => closeFd(fd).catch(() => undefined),
+  );
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -66,15 +73,21 @@ export class LocalDiskDriver implements StorageDriver {
   }
 
   async openReader(key: string): Promise<BlobReader> {
-    const fd = await this.openExisting(key);
-    let closed: Promise<void> | null = null;
+    // Readers share a cached descriptor (descriptor-cache.ts): no open/close per Range request.
+    const shared = await this.descriptors.acquire(key);
+    const fd = shared.fd;
+    let closed = false;
     return {
       read: (buffer, length, position) =>
         new Promise<number>((resolve, reject) => {
-          if (closed !== null) return reject(new Error('reader closed'));
+          if (closed) return reject(new Error('reader closed'));
           readCallback(fd, buffer, 0, length, position, (err, n) => (err ? reject(err) : resolve(n)));
         }),
-      close: () => (closed ??= closeFd(fd).catch(() => undefined)),
+      close: () => {
+        closed = true;
+        shared.release();
+        return Promise.resolve();
+      },
     };
   }
 
@@ -105,6 +118,8 @@ export class LocalDiskDriver implements StorageDriver {
     } catch (e) {
       await rm(temp, { force: true });
       throw e;
+    } finally {
+      this.descriptors.evict(key);
     }
     return this.stat(key);
   }
@@ -119,6 +134,8 @@ export class LocalDiskDriver implements StorageDriver {
       // Different filesystem: copy in, then drop the original.
       await this.copyIn(path, target);
       await rm(path, { force: true });
+    } finally {
+      this.descriptors.evict(key);
     }
     return this.stat(key);
   }
@@ -127,12 +144,15 @@ export class LocalDiskDriver implements StorageDriver {
     const target = this.pathOf(key);
     await mkdir(dirname(target), { recursive: true });
     await rm(target, { force: true });
+    this.descriptors.evict(key);
     try {
       await link(path, target);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP') throw e;
       await this.copyIn(path, target);
+    } finally {
+      this.descriptors.evict(key);
     }
     return this.stat(key);
   }
@@ -152,7 +172,9 @@ export class LocalDiskDriver implements StorageDriver {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.pathOf(key), { force: true });
+    const path = this.pathOf(key);
+    this.descriptors.evict(key);
+    await rm(path, { force: true });
   }
 
   private async fsyncFile(path: string): Promise<void> {
