@@ -1,8 +1,14 @@
-// Positional, batched file writes for one connection, with two reused buffers: received bytes
-// fill one buffer (read straight into it by the raw HTTP/1.1 client, or copied in from a stream)
-// while the other is being written with one positional write. One write in flight per
-// connection, so ranges reach the disk in order and memory stays at two batches per connection;
-// no per-chunk allocation, and nothing a chunk allocated outlives it (so the GC stays cheap).
+// Positional, batched file writes for one connection: received bytes fill a buffer (read
+// straight into it by the raw HTTP/1.1 client, or copied in from a stream), and a full or old
+// batch goes out with one positional write. One write in flight per connection, so ranges reach
+// the disk in order; no per-chunk allocation, and nothing a chunk allocated outlives it (so the
+// GC stays cheap).
+//
+// Memory follows the rate: a writer starts with one small buffer and, while a write is in
+// flight, waits for it (writes to the page cache take well under a millisecond) instead of
+// filling a second one. Only a connection that fills its batch quickly gets a bigger batch and
+// a second buffer to fill while the first is written, up to `batchBytes`. Hundreds of slow
+// connections so cost a fraction of what two full-size buffers each would (bench/footprint.ts).
 
 import type { FileHandle } from 'node:fs/promises';
 import { DownloadFailure } from '../port.ts';
@@ -12,11 +18,23 @@ export interface CoarseClock {
   now: number;
 }
 
+/** Batch size a writer starts with (when `batchBytes` is larger). */
+export const MIN_BATCH_BYTES = 64 * 1024;
+
 export class BatchWriter {
   readonly #fh: FileHandle;
-  readonly #size: number;
+  /** Largest batch. */
+  readonly #max: number;
+  /** Current batch size: grows (doubles) while batches fill quickly, up to #max. */
+  #size: number;
+  /** Receives bytes. */
   #filling: Buffer | null = null;
-  #spare: Buffer | null = null;
+  /** Being written (the write in flight). */
+  #writing: Buffer | null = null;
+  /** Free for the next batch. */
+  #idle: Buffer | null = null;
+  /** A second buffer may be filled while one is written (set once the batch size grew). */
+  #double = false;
   /** Bytes queued in #filling. */
   #fill = 0;
   /** File offset of #filling[0]. */
@@ -28,6 +46,8 @@ export class BatchWriter {
   readonly #maxAgeMs: number;
   /** `clock.now` when the first byte of the current batch arrived. */
   #born = 0;
+  /** `clock.now` when the previous batch went out. */
+  #lastBatch = -Infinity;
   /** Called with the file offset up to which bytes are on disk (page cache), in order. */
   onWritten: (end: number) => void = () => undefined;
 
@@ -37,7 +57,9 @@ export class BatchWriter {
    */
   constructor(fh: FileHandle, batchBytes: number, clock: CoarseClock | null = null, maxAgeMs = 500) {
     this.#fh = fh;
-    this.#size = Math.max(4096, batchBytes);
+    this.#max = Math.max(4096, batchBytes);
+    this.#size = Math.min(this.#max, MIN_BATCH_BYTES);
+    this.#double = this.#size === this.#max;
     this.#clock = clock;
     this.#maxAgeMs = maxAgeMs;
   }
@@ -55,15 +77,32 @@ export class BatchWriter {
   }
 
   /**
-   * Free room for at most `max` bytes at the end of the queue, or null when the batch is full and
-   * waits for the write in flight (see `whenFree`). Fill it, then `commit`.
+   * Free room for at most `max` bytes at the end of the queue, or null when there is none until
+   * the write in flight ends (the batch is full, or a one-buffer writer's buffer is being
+   * written; see `whenFree`). Fill it, then `commit`.
    */
   space(max: number): Buffer | null {
-    if (this.#error !== null) return null;
-    const room = this.#size - this.#fill;
-    if (room <= 0 || max <= 0) return null;
-    this.#filling ??= Buffer.allocUnsafe(this.#size);
-    return this.#filling.subarray(this.#fill, this.#fill + Math.min(room, max));
+    if (max <= 0 || !this.#hasRoom()) return null;
+    let buf = this.#filling;
+    if (buf === null) {
+      const idle = this.#idle;
+      this.#idle = null;
+      buf = idle !== null && idle.length === this.#size ? idle : Buffer.allocUnsafe(this.#size);
+      this.#filling = buf;
+    }
+    return buf.subarray(this.#fill, this.#fill + Math.min(buf.length - this.#fill, max));
+  }
+
+  /** Room can be handed out now: the batch is not full, or there is none yet and it may start. */
+  #hasRoom(): boolean {
+    if (this.#error !== null) return false;
+    if (this.#filling !== null) return this.#fill < this.#filling.length;
+    return this.#writing === null || this.#double;
+  }
+
+  /** The current batch is full (it waits for the write in flight when it could not go yet). */
+  #full(): boolean {
+    return this.#filling !== null && this.#fill >= this.#filling.length;
   }
 
   /** `n` bytes were placed at the start of the room `space` returned last. */
@@ -71,7 +110,20 @@ export class BatchWriter {
     const clock = this.#clock;
     if (this.#fill === 0 && clock !== null) this.#born = clock.now;
     this.#fill += n;
-    if (this.#fill >= this.#size || this.#stale()) this.#rotate();
+    if (this.#full()) {
+      // Full well before it would have gone out by age, counted from the previous batch (a bursty
+      // slow source fills a batch at once, then waits): the next batches may be bigger.
+      const now = clock?.now ?? 0;
+      if (this.#size < this.#max && (clock === null || now - this.#lastBatch < this.#maxAgeMs / 2)) {
+        this.#size = Math.min(this.#max, this.#size * 2);
+        this.#double = true;
+      }
+      this.#lastBatch = now;
+      this.#rotate();
+    } else if (this.#stale()) {
+      this.#lastBatch = clock?.now ?? 0;
+      this.#rotate();
+    }
   }
 
   #stale(): boolean {
@@ -96,7 +148,7 @@ export class BatchWriter {
   /** Resolves when there is room again (immediately if there is); rejects after a failed write. */
   whenFree(): Promise<void> {
     if (this.#error !== null) return Promise.reject(this.#error);
-    if (this.#fill < this.#size) return Promise.resolve();
+    if (this.#hasRoom()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       this.#waiters.push(() => (this.#error === null ? resolve() : reject(this.#error)));
     });
@@ -104,7 +156,7 @@ export class BatchWriter {
 
   /** Calls `fn` once when there is room again or a write failed (for callers that cannot await). */
   onFree(fn: () => void): void {
-    if (this.#error !== null || this.#fill < this.#size) queueMicrotask(fn);
+    if (this.#error !== null || this.#hasRoom()) queueMicrotask(fn);
     else this.#waiters.push(fn);
   }
 
@@ -114,8 +166,8 @@ export class BatchWriter {
     const buf = this.#filling;
     const n = this.#fill;
     const start = this.#start;
-    this.#filling = this.#spare;
-    this.#spare = buf;
+    this.#filling = null;
+    this.#writing = buf;
     this.#fill = 0;
     this.#start = start + n;
     this.#inflight = this.#write(buf, n, start);
@@ -135,9 +187,11 @@ export class BatchWriter {
       this.#error ??= new DownloadFailure('DISK', `writing the staging file failed (${code})`, { cause });
     }
     this.#inflight = null;
+    this.#writing = null;
+    this.#idle ??= buf;
     // Only a full batch is rotated here: a partial one may have room handed out for a read in
     // progress (the raw client reads straight into it); stale partial batches go at the next commit.
-    if (this.#error === null && this.#fill >= this.#size) this.#rotate();
+    if (this.#error === null && this.#full()) this.#rotate();
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const w of waiters) w();
