@@ -187,6 +187,7 @@ async function main(): Promise<void> {
             `while all ran (server /metrics): V8 heap used ${heapWhileAll.heapUsed} MiB of ${heapWhileAll.heapTotal} MiB, external ${heapWhileAll.external} MiB; largest glibc malloc heap ([heap] in /proc/pid/smaps, sampled each second) ${mallocPeak} MiB`,
           ]
         : []),
+      'Where it went (heaptrack, then one change at a time): almost all native memory was ArrayBuffer backing stores — 801 BatchWriter buffers of 1 MiB and the undici probe body carrying each first segment (a fresh 64 KiB buffer per socket read). Now the first segment goes over the raw HTTP/1.1 client like the others when the probe would be cut anyway, BatchWriter starts at one 64 KiB buffer and grows only for fast links, and connections share one read scratch buffer: 505 → 335 MiB peak, CPU per MiB 11.1 → 6.2 ms. Left: idle RSS is already ~177 MiB (the node binary ~53 MiB, V8 heap pages ~60 MiB), V8 heap pages grow 40–60 MiB under load, and a stream of 87,368- and 32 KiB-byte allocations heaptrack could not attribute to JS frames is not traced yet.',
     ];
     const doc = {
       date: new Date().toISOString(),
