@@ -475,9 +475,17 @@ describe('engine segments over the raw client', () => {
     // and fails the task without task-level retries (HTTP_ERROR, not retryable).
     const expected = ['NETWORK', 'HTTP_ERROR', 'HTTP_ERROR'];
     for (const [i, twist] of twists.entries()) {
-      raw.handler = rangeHandler(size, 9, (req, start, end) => (req.index === 0 ? null : twist(start, end)));
+      // Each round has its own path, and its first request there is the probe: a late request
+      // of the round before (a connection still opening when that download failed) is not.
+      const path = `/twist-${i}.bin`;
+      let probed = false;
+      raw.handler = rangeHandler(size, 9, (req, start, end) => {
+        if (req.path !== path) return null;
+        if (!probed) return ((probed = true), null);
+        return twist(start, end);
+      });
       raw.requests = [];
-      const f = await failure(engine().download(await job(`http://127.0.0.1:${raw.port}/twist.bin`)));
+      const f = await failure(engine().download(await job(`http://127.0.0.1:${raw.port}${path}`)));
       assert.equal(f.failure, expected[i], f.message);
       if (f.failure === 'HTTP_ERROR') assert.equal(f.retryable, false);
     }
