@@ -3,6 +3,7 @@
 // Content-Disposition with an RFC 6266/8187 filename*, HEAD without opening the blob,
 // optional throttling. Bodies are always streamed, never buffered.
 import { randomBytes } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
 import { pipeline, Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { BlobReader, ByteRange } from '../storage/port.ts';
@@ -147,13 +148,21 @@ function sendPumped(
   start: number,
   end: number,
 ): FastifyReply {
+  void pumpBlob(takeOver(reply, status, headers), reader, start, end);
+  return reply;
+}
+
+/**
+ * Hijacks the reply and writes the status line with the headers fastify already holds plus
+ * `headers`; the caller writes the body to the returned response. onResponse hooks still run.
+ */
+export function takeOver(reply: FastifyReply, status: number, headers: Headers): ServerResponse {
   const res = reply.raw;
   const all: Record<string, string | number | string[]> = {};
   for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) all[name] = value;
   reply.hijack();
   res.writeHead(status, { ...all, ...headers });
-  void pumpBlob(res, reader, start, end);
-  return reply;
+  return res;
 }
 
 function throttled(body: Readable, speedLimit: number | undefined): Readable {

@@ -117,8 +117,4 @@ export class DescriptorCache {
   closeAllIdle(): void {
     for (const key of [...this.#entries.keys()]) if (this.#entries.get(key)?.users === 0) this.evict(key);
   }
-
-  get size(): number {
-    return this.#entries.size;
-  }
 }

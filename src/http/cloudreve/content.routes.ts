@@ -6,7 +6,7 @@ import { AppError } from '../../domain/errors.ts';
 import { FOLDER, type FileRow } from '../../services/files.service.ts';
 import type { Services } from '../../services/index.ts';
 import { BlobNotFoundError } from '../../storage/port.ts';
-import { sendBlob } from '../send-blob.ts';
+import { sendBlob, takeOver } from '../send-blob.ts';
 import { zipInWorker, type WorkerZipEntry } from '../zip-offload.ts';
 import {
   POOLED_CHUNKS,
@@ -169,14 +169,9 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
       'content-length': String(length),
       'access-control-allow-origin': '*',
     };
-    // The response is written here, not by fastify: the archive goes out in 1 MiB chunks whose
-    // memory is reused after each socket write. Its onResponse hooks still run.
-    const res = reply.raw;
-    const all: Record<string, string | number | string[]> = {};
-    for (const [name, value] of Object.entries(reply.getHeaders()))
-      if (value !== undefined) all[name] = value;
-    reply.hijack();
-    res.writeHead(200, { ...all, ...headers });
+    // The response is written here, not by fastify: the archive goes out in chunks whose memory
+    // is reused after each socket write.
+    const res = takeOver(reply, 200, headers);
     if (request.method === 'HEAD') {
       res.end();
       return reply;
@@ -195,24 +190,17 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
           done(error);
         }),
     };
-    const indexOf = new Map<ZipEntry, number>(zipEntries.map((entry, i) => [entry, i]));
     /** blob id → CRC-32 computed by this archive, kept for the next one */
     const computed = new Map<number, number>();
+    const remember = (index: number, crc: number): void => {
+      const id = entries[index]?.file.blob_id;
+      if (id != null) computed.set(id, crc);
+    };
     const written = workerEntries
       ? zipInWorker(workerEntries, sink, { signal: controller.signal }).then((crcs) => {
-          for (const [index, crc] of crcs) {
-            const id = entries[index]?.file.blob_id;
-            if (id != null) computed.set(id, crc);
-          }
+          for (const [index, crc] of crcs) remember(index, crc);
         })
-      : writeZip(zipEntries, sink, {
-          signal: controller.signal,
-          chunks: POOLED_CHUNKS,
-          onCrc: (entry, crc) => {
-            const id = entries[indexOf.get(entry) ?? -1]?.file.blob_id;
-            if (id != null) computed.set(id, crc);
-          },
-        });
+      : inProcess(zipEntries, sink, controller.signal, remember);
     written.then(
       () => {
         res.end();
@@ -229,5 +217,20 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
       },
     );
     return reply;
+  });
+}
+
+/** Storage without local files (S3): the archive is built here, from streams. */
+function inProcess(
+  entries: ZipEntry[],
+  sink: ZipSink,
+  signal: AbortSignal,
+  remember: (index: number, crc: number) => void,
+): Promise<void> {
+  const indexOf = new Map<ZipEntry, number>(entries.map((entry, i) => [entry, i]));
+  return writeZip(entries, sink, {
+    signal,
+    chunks: POOLED_CHUNKS,
+    onCrc: (entry, crc) => remember(indexOf.get(entry) ?? -1, crc),
   });
 }
