@@ -224,13 +224,11 @@ export async function buildDownloaders(
   config: Config,
   services: Services,
 ): Promise<{ downloaders: Downloader[]; close(): Promise<void> }> {
-  // Hidden, for fault tests: a short stall timeout so a hung origin is noticed in seconds.
-  const stall = Number(process.env.FERRY_HTTP_STALL_TIMEOUT_MS);
   const downloaders: Downloader[] = [
     new HttpDownloader({
       policy: services.policy,
       globalSpeedLimit: config.globalSpeedLimit,
-      ...(Number.isSafeInteger(stall) && stall > 0 ? { stallTimeoutMs: stall } : {}),
+      stallTimeoutMs: Math.round(config.httpStallTimeout * 1000),
     }),
   ];
   const closers: Array<() => Promise<void>> = [];

@@ -38,6 +38,13 @@ export interface Config {
   qbittorrentUrl: string;
   qbittorrentUsername: string;
   qbittorrentPassword: string;
+  /**
+   * Lets aria2 and qBittorrent run although they connect by themselves (redirects, trackers,
+   * peers) without the outbound policy: an explicit opt-out of SSRF protection for them.
+   */
+  allowUnguardedDownloaders: boolean;
+  /** An HTTP connection that receives nothing for this long (s) is dropped and its range retried. */
+  httpStallTimeout: number;
   btListenPort: number;
   btDht: boolean;
   btPex: boolean;
@@ -216,6 +223,18 @@ export const FLAGS: Record<string, FlagSpec> = {
     kind: 'int',
     help: 'BitTorrent listen port (0 = random)',
   },
+  'allow-unguarded-downloaders': {
+    type: 'boolean',
+    key: 'allowUnguardedDownloaders',
+    kind: 'bool',
+    help: 'allow aria2/qBittorrent, which follow redirects and dial trackers and peers without the outbound (SSRF) policy (off)',
+  },
+  'http-stall-timeout': {
+    type: 'string',
+    key: 'httpStallTimeout',
+    kind: 'number',
+    help: 'seconds without data before an HTTP connection is dropped and its range retried (20)',
+  },
   'bt-dht': { type: 'boolean', key: 'btDht', kind: 'bool', help: 'BitTorrent DHT (on; --no-bt-dht)' },
   'bt-pex': {
     type: 'boolean',
@@ -323,6 +342,8 @@ export function defaults(): Config {
     qbittorrentUrl: '',
     qbittorrentUsername: 'admin',
     qbittorrentPassword: '',
+    allowUnguardedDownloaders: false,
+    httpStallTimeout: 20,
     btListenPort: 0,
     btDht: true,
     btPex: true,
@@ -460,6 +481,24 @@ export function loadConfig(
   if (config.torrentDownloader === 'qbittorrent' && !config.qbittorrentUrl) {
     problems.push('--torrent-downloader qbittorrent needs --qbittorrent-url');
   }
+  // aria2 and qBittorrent open their own connections: they follow redirects (to loopback, to
+  // the LAN, out of --download-allow-domain) and announce to trackers without the outbound
+  // policy. Ferry cannot put a check on each of their connects, so it refuses them unless the
+  // operator opts out of SSRF protection for them by name.
+  const unguarded = [
+    ...(config.httpDownloader === 'aria2' ? ['--http-downloader aria2'] : []),
+    ...(['aria2', 'qbittorrent'].includes(config.torrentDownloader)
+      ? [`--torrent-downloader ${config.torrentDownloader}`]
+      : []),
+  ];
+  if (unguarded.length > 0 && !config.allowUnguardedDownloaders) {
+    problems.push(
+      `${unguarded.join(' and ')}: this daemon follows redirects and contacts trackers without Ferry's outbound (SSRF) policy; ` +
+        'add --allow-unguarded-downloaders to run it anyway (see docs/SECURITY.md), or use the built-in engines',
+    );
+  }
+  if (!(config.httpStallTimeout >= 0.1 && config.httpStallTimeout <= 3600))
+    problems.push('--http-stall-timeout: 0.1..3600 seconds');
   if (config.btListenPort > 65535) problems.push(`--bt-listen-port: ${config.btListenPort} is not a port`);
   if (!['local', 's3'].includes(config.storage)) problems.push('--storage: local or s3');
   if (config.storage === 's3' && !config.s3Bucket) problems.push('--storage s3 needs --s3-bucket');

@@ -67,6 +67,8 @@ test('aria2 (a daemon Ferry starts itself) runs HTTP and BitTorrent sources', as
     args: [
       '--allow-network',
       '127.0.0.1/32',
+      // aria2 does not apply the outbound policy to redirects and trackers: an explicit opt-out.
+      '--allow-unguarded-downloaders',
       '--http-downloader',
       'aria2',
       '--torrent-downloader',
@@ -111,6 +113,7 @@ test('qBittorrent (Web API v2) runs BitTorrent sources', async () => {
       args: [
         '--allow-network',
         '127.0.0.1/32',
+        '--allow-unguarded-downloaders',
         '--torrent-downloader',
         'qbittorrent',
         '--qbittorrent-url',

@@ -29,8 +29,16 @@ before(async () => {
   origin = await startOrigin();
   raw = await startRawOrigin({ size: 1, seed: 1 });
   server = await startServer({
-    args: ['--allow-network', '127.0.0.1/32', '--task-retries', '0', '--max-file-size', String(MAX_FILE)],
-    env: { FERRY_HTTP_STALL_TIMEOUT_MS: '1500' },
+    args: [
+      '--allow-network',
+      '127.0.0.1/32',
+      '--task-retries',
+      '0',
+      '--max-file-size',
+      String(MAX_FILE),
+      '--http-stall-timeout',
+      '1.5',
+    ],
   });
   token = (await server.signIn()).access;
   await server.api('POST', '/file/create', { token, body: { uri: 'cloudreve://my/dl', type: 'folder' } });
@@ -152,6 +160,22 @@ describe('origin faults that must fail clearly', { concurrency: true }, () => {
       stall: { count: 1_000, afterBytes: 0 },
     });
     const { done, files } = await run(src, 'stall-always.bin', 120_000);
+    assert.equal(done.status, 'error', JSON.stringify(done));
+    const f = await failureOf(server, src);
+    assert.ok(f.failure === 'NETWORK' || f.failure === 'TIMEOUT', JSON.stringify(f));
+    assert.deepEqual(files, []);
+  });
+
+  test('a few bytes then a stall on every connection: the task fails within a bounded time', async () => {
+    // Each answer sends 100 bytes and then nothing. That trickle must not count as progress that
+    // keeps the range alive: before, each attempt's bytes reset its failure count and the task
+    // held its slot until the whole file had trickled in (~13 min at the default stall timeout).
+    const src = origin.route('/stall-trickle.bin', {
+      size: 2 * MiB,
+      seed: 111,
+      stall: { count: 1_000_000, afterBytes: 100 },
+    });
+    const { done, files } = await run(src, 'stall-trickle.bin', 100_000);
     assert.equal(done.status, 'error', JSON.stringify(done));
     const f = await failureOf(server, src);
     assert.ok(f.failure === 'NETWORK' || f.failure === 'TIMEOUT', JSON.stringify(f));

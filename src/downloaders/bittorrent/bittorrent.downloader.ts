@@ -16,16 +16,20 @@
 // same sanitized relative path, handed to onFileComplete, and stays there after the store is
 // removed. The store folder is deleted when the torrent's last job leaves.
 //
-// Outbound policy: the .torrent URL goes through SafeDialer; tracker hosts must pass the policy;
+// Outbound policy: the .torrent URL goes through SafeDialer; tracker hosts must pass the policy,
+// and HTTP(S) announces run on the guarded agent (net/guarded-fetch.ts: every connect, every
+// redirect hop checked and pinned);
 // peers whose address the policy refuses are never dialled (webtorrent's `blocked` hook); web
 // seeds, `xs=` metadata URLs, UPnP and NAT-PMP are off; DHT, PEX and LSD only when switched on.
 
 import { copyFile, link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { Agent } from 'undici';
 import type WebTorrent from 'webtorrent';
 import { sanitizeFileName } from '../../domain/file-name.ts';
 import type { OutboundPolicy } from '../../net/address-policy.ts';
+import { guardedAgent, guardedGlobalDispatcher } from '../../net/guarded-fetch.ts';
 import type { Resolver } from '../../net/safe-dial.ts';
 import {
   DownloadFailure,
@@ -100,6 +104,8 @@ export class BitTorrentDownloader implements Downloader {
   #client: WebTorrent.Instance | null = null;
   /** Resolves when the previous client finished closing (its port is free again). */
   #clientClosed: Promise<void> = Promise.resolve();
+  /** The tracker client's guarded agent, closed with the client. */
+  #agent: Agent | null = null;
   readonly #torrents = new Map<string, SharedTorrent>();
   /** Store folders being removed, by info-hash: a new torrent for that hash waits for it. */
   readonly #removing = new Map<string, Promise<void>>();
@@ -178,12 +184,19 @@ export class BitTorrentDownloader implements Downloader {
     const { default: WebTorrentClient } = await import('webtorrent');
     if (this.#client !== null && !this.#client.destroyed) return this.#client; // another caller won the race
     const o = this.#o;
+    // HTTP(S) announces go through the guarded agent: the tracker client uses fetch, which
+    // follows redirects and resolves names again by itself; the agent checks every connect.
+    const agent = guardedAgent({
+      policy: o.policy,
+      ...(o.resolve === undefined ? {} : { resolve: o.resolve }),
+    });
+    const dispatcher = guardedGlobalDispatcher(agent);
     const client = new WebTorrentClient({
       torrentPort: o.listenPort,
       dht: o.dht,
       lsd: o.lsd,
       utPex: o.pex,
-      tracker: o.trackers ? {} : false,
+      tracker: o.trackers ? { proxyOpts: { httpAgent: dispatcher, httpsAgent: dispatcher } } : false,
       natUpnp: false,
       natPmp: false,
       webSeeds: false,
@@ -198,6 +211,7 @@ export class BitTorrentDownloader implements Downloader {
       for (const t of [...this.#torrents.values()]) if (t.client === client) t.abortAll(failure);
     });
     this.#client = client;
+    this.#agent = agent;
     return client;
   }
 
@@ -210,14 +224,16 @@ export class BitTorrentDownloader implements Downloader {
     this.#removing.set(shared.infoHash, tracked);
     const client = this.#client;
     if (this.#torrents.size === 0 && client !== null) {
+      const agent = this.#agent;
       this.#client = null;
+      this.#agent = null;
       this.#clientClosed = new Promise<void>((resolve) => {
         try {
           client.destroy(() => resolve());
         } catch {
           resolve();
         }
-      });
+      }).then(() => agent?.destroy().catch(() => undefined));
     }
   }
 }

@@ -62,13 +62,13 @@ export interface HttpDownloaderOptions {
   policy: OutboundPolicy;
   /** Shared limit for all downloads of this engine, bytes/s; 0 or absent = none. */
   globalSpeedLimit?: number;
-  /** A connection that receives nothing for this long is dropped and its range retried. Default 30 s. */
+  /** A connection that receives nothing for this long is dropped and its range retried. Default 20 s. */
   stallTimeoutMs?: number;
   userAgent?: string;
   /** DNS resolver (tests inject one); default dns.lookup. */
   resolve?: Resolver;
   retry?: {
-    /** Failed attempts per range (without progress) before giving up. Default 6. */
+    /** Failed attempts per range (without 64 KiB of progress between them) before giving up. Default 6. */
     attempts?: number;
     baseDelayMs?: number;
     maxDelayMs?: number;
@@ -128,6 +128,8 @@ interface Resolved {
 
 const PART_FILE = '.ferry-http.part';
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Bytes one attempt on a range must deliver before its failure count starts again. */
+const PROGRESS_FORGIVES_BYTES = 64 * 1024;
 
 export class HttpDownloader implements Downloader {
   readonly name = 'http';
@@ -146,7 +148,7 @@ export class HttpDownloader implements Downloader {
       baseDelayMs: options.retry?.baseDelayMs ?? 500,
       maxDelayMs: options.retry?.maxDelayMs ?? 15_000,
       maxRetryAfterMs: options.retry?.maxRetryAfterMs ?? 60_000,
-      stallTimeoutMs: options.stallTimeoutMs ?? 30_000,
+      stallTimeoutMs: options.stallTimeoutMs ?? 20_000,
       minSegmentSize: options.minSegmentSize ?? 1024 * 1024,
       minStealMs: options.minStealMs ?? 400,
       maxConnections: options.maxConnections ?? 64,
@@ -719,7 +721,9 @@ class DownloadRun {
         w.writer.discard();
         s.pos = s.flushed;
         // Counted before release: the rest of the range waits as a new Segment that inherits it.
-        if (s.pos > before) s.failures = 0;
+        // Only real progress forgives earlier failures: an origin that sends a few bytes on each
+        // connection and then stalls would otherwise be retried until the file trickled in.
+        if (s.pos - before >= PROGRESS_FORGIVES_BYTES) s.failures = 0;
         s.failures++;
         plan.release(s);
         if (this.signal.aborted) return;
