@@ -100,6 +100,7 @@ test('built-in BitTorrent engine: a tracker redirect to a refused address is not
   });
   try {
     const seen = redirector.hits.length;
+    const hitsBefore = canary.hits.length;
     await addTask(server, magnetFor(`${redirector.url}/announce`));
     await waitFor(
       async () =>
