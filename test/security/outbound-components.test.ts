@@ -87,6 +87,21 @@ test('guardedFetch, the one fetch for new outbound features (webhooks): redirect
       return true;
     });
     await assert.rejects(g.fetch(`${canary.url}/hook`));
+    // A name is resolved on each connect and the answer checked: a name that resolves into the
+    // refused address is refused, though nothing in the URL says loopback.
+    const port = new URL(canary.url).port;
+    const named = guardedFetch({
+      policy: new OutboundPolicy({ allowNetworks: ['127.0.0.1/32'] }),
+      resolve: () => Promise.resolve([{ address: '127.0.0.2', family: 4 }]),
+    });
+    try {
+      await assert.rejects(named.fetch(`http://hooks.example:${port}/named`), (err: Error) => {
+        assert.match(String((err.cause as Error | undefined)?.message), /outbound connection refused/);
+        return true;
+      });
+    } finally {
+      await named.close();
+    }
     assert.equal(redirector.hits.filter((r) => r.url === '/hook').length, 1);
     assert.equal(canary.hits.length - before, 0, 'the canary saw no request');
   } finally {
