@@ -15,11 +15,12 @@
 // 1-based; Ferry's are 0-based (index - 1 everywhere).
 //
 // LIMITS of the outbound guard with aria2 (aria2 connects by itself, Ferry cannot pin its
-// sockets):
+// sockets). Because of them the server only runs aria2 with --allow-unguarded-downloaders
+// (config.ts; docs/SECURITY.md):
 // - the URL's host is resolved and every address checked before aria2 gets it, but aria2 does its
 //   own DNS lookup later (a rebinding DNS server could answer differently then), and aria2 FOLLOWS
 //   HTTP REDIRECTS BY ITSELF to any host, unchecked — aria2 has no option to refuse or inspect
-//   them. Operators who need the SSRF guard on redirects keep the built-in engine for HTTP.
+//   them. Operators who need the SSRF guard keep the built-in engines.
 // - BitTorrent peers returned by trackers are dialled by aria2 without a policy check (aria2 has
 //   no peer IP filter); tracker hosts are checked when the job starts.
 // - Files are handed on as soon as aria2 reports them complete: run aria2 with `--disk-cache=0`

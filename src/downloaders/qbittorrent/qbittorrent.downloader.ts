@@ -11,7 +11,9 @@
 // the same swarm, seeding goals, cancel and daemon failures: see aria2/remote-torrent.ts.
 //
 // LIMITS: peers handed out by trackers are dialled by qBittorrent without Ferry's outbound policy
-// (configure qBittorrent's own IP filter for that); tracker hosts are checked when the job starts.
+// (configure qBittorrent's own IP filter for that); tracker hosts are checked when the job starts,
+// but libtorrent follows tracker redirects by itself. So the server only runs it with
+// --allow-unguarded-downloaders (config.ts; docs/SECURITY.md).
 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
