@@ -128,7 +128,8 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
       done(null, undefined);
       return;
     }
-    parseJson(request, text, done);
+    // The default parser answers through `done`; its return value carries nothing.
+    void parseJson(request, text, done);
   });
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send({ code: 404, msg: 'Not found', correlation_id: String(request.id) }),

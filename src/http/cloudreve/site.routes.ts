@@ -189,7 +189,7 @@ export function registerSiteRoutes(app: FastifyInstance, services: Services): vo
         'FEATURE_DISABLED',
         `Not supported by this server: ${unsupported.join(', ') || 'empty'}`,
       );
-    const nick = String(body.nick).trim();
+    const nick = (body as Static<typeof PatchSettingBody>).nick!.trim();
     if (!nick || /[\u0000-\u001f\u007f]/.test(nick)) throw new AppError('PARAM_INVALID', 'Invalid nickname');
     await users.setNickname(actor.user.id, nick);
     return ok();
