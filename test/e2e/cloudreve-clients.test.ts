@@ -265,6 +265,10 @@ describe('files: info, thumbnails, entities', () => {
     // By id, as the web app's share and info dialogs ask.
     const byId = data(await send('GET', `file/info?id=${String(r.id)}`, { token }));
     assert.equal(byId.path, 'cloudreve://my/docs');
+    // Another user asking by the same id learns nothing.
+    await server.addUser('peer@example.com', 'peer-password-1');
+    const peer = (await server.signIn('peer@example.com', 'peer-password-1')).access;
+    assert.equal((await send('GET', `file/info?id=${String(r.id)}`, { token: peer })).json.code, 404);
   });
 
   test('infoIfExists(): a missing path answers 40016 (absent), not an error', async () => {
