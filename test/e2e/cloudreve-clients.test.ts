@@ -183,6 +183,9 @@ describe('users', () => {
     assert.equal(fresh.status, 200);
     assert.equal(fresh.headers.get('cache-control'), null);
     assert.equal((await send('GET', 'user/avatar/nope')).json.code, 40021);
+    // The anonymous user the basic config names has one too.
+    const anonymous = (data(await send('GET', 'site/config/basic')).user as { id: string }).id;
+    assert.equal((await send('GET', `user/avatar/${anonymous}`)).status, 200);
   });
 
   test('user/setting: what the Settings page reads; PATCH nick renames, other fields → 40019', async () => {

@@ -152,8 +152,10 @@ export function registerSiteRoutes(app: FastifyInstance, services: Services): vo
     '/user/avatar/:id',
     { schema: { tags: ['user'], params: UserIdParams, querystring: AvatarQuery } },
     async (request, reply) => {
-      const actor = await userById((request.params as Static<typeof UserIdParams>).id);
-      const seed = ids.encode('user', actor.user.id);
+      const hashId = (request.params as Static<typeof UserIdParams>).id;
+      // The anonymous user of the basic config (id 0) has an avatar too.
+      const seed =
+        ids.decode('user', hashId) === 0 ? hashId : ids.encode('user', (await userById(hashId)).user.id);
       const etag = `"${createHash('sha256').update(seed).digest('hex').slice(0, 16)}"`;
       reply
         .header('Content-Type', 'image/svg+xml')
