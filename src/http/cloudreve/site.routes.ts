@@ -189,7 +189,7 @@ export function registerSiteRoutes(app: FastifyInstance, services: Services): vo
     if (unsupported.length || body.nick === undefined)
       throw new AppError(
         'FEATURE_DISABLED',
-        `Not supported by this server: ${unsupported.join(', ') || 'empty'}`,
+        `Not supported by this server: ${unsupported.join(', ').slice(0, 200) || 'no setting given'}`,
       );
     const nick = (body as Static<typeof PatchSettingBody>).nick!.trim();
     if (!nick || /[\u0000-\u001f\u007f]/.test(nick)) throw new AppError('PARAM_INVALID', 'Invalid nickname');
