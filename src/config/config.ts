@@ -23,6 +23,8 @@ export interface Config {
   globalSpeedLimit: number;
   /** Largest single download in bytes; 0 = only the user's quota limits it. */
   maxFileSize: number;
+  /** Chunk size upload sessions ask Cloudreve clients for (bytes), like a storage policy's. */
+  uploadChunkSize: number;
   /** Retries of a failed task before it errors for good. */
   taskRetries: number;
   /** How long a signed link lives (s). */
@@ -166,6 +168,12 @@ export const FLAGS: Record<string, FlagSpec> = {
     key: 'maxFileSize',
     kind: 'int',
     help: 'largest download in bytes, 0 = quota only',
+  },
+  'upload-chunk-size': {
+    type: 'string',
+    key: 'uploadChunkSize',
+    kind: 'int',
+    help: 'chunk size of upload sessions in bytes (26214400 = 25 MiB)',
   },
   'task-retries': { type: 'string', key: 'taskRetries', kind: 'int', help: 'retries of a failed task (3)' },
   'link-ttl': {
@@ -332,6 +340,7 @@ export function defaults(): Config {
     maxConcurrentTasks: 10,
     globalSpeedLimit: 0,
     maxFileSize: 0,
+    uploadChunkSize: 25 * 1024 * 1024,
     taskRetries: 3,
     linkTtl: 3600,
     logLevel: 'info',
@@ -463,6 +472,8 @@ export function loadConfig(
   if (config.downloadConnections < 1 || config.downloadConnections > 64)
     problems.push('--download-connections: 1..64');
   if (config.maxConcurrentTasks < 1) problems.push('--max-concurrent-tasks: at least 1');
+  if (config.uploadChunkSize < 64 * 1024 || config.uploadChunkSize > 5 * 1024 ** 3)
+    problems.push('--upload-chunk-size: 65536 to 5368709120 bytes');
   if (
     !config.pathApiBase.startsWith('/') ||
     config.pathApiBase.length < 2 ||

@@ -7,9 +7,17 @@ export interface FileUri {
   fsId: string | null;
   /** decoded path segments, no empty ones, no '.' or '..' */
   segments: string[];
+  /** Cloudreve search parameters (`?name=…&category=…`), or null when the URI has none. */
+  search: URLSearchParams | null;
 }
 
-export function parseFileUri(input: unknown): FileUri {
+/**
+ * Parses a cloudreve:// URI. A query string is a Cloudreve search; only the callers that can
+ * honour one (listing, and reads that Cloudreve resolves to the folder itself) allow it —
+ * elsewhere it is refused rather than silently dropped, so `delete cloudreve://my/x?name=a`
+ * can never act on all of x.
+ */
+export function parseFileUri(input: unknown, allowSearch = false): FileUri {
   if (typeof input !== 'string' || input.length === 0)
     throw new AppError('PARAM_INVALID', 'Uri cannot be empty');
   if (input.length > 8192 || /[\u0000-\u001f\u007f]/.test(input))
@@ -42,7 +50,15 @@ export function parseFileUri(input: unknown): FileUri {
     if (s.includes('\0')) throw new AppError('PARAM_INVALID', 'unknown uri');
     clean.push(s);
   }
-  return { fs: 'my', fsId: url.username ? decodeURIComponent(url.username) : null, segments: clean };
+  const search = url.search.length > 1 ? url.searchParams : null;
+  if (search && !allowSearch)
+    throw new AppError('PARAM_INVALID', 'Search URIs are only supported when listing files');
+  return {
+    fs: 'my',
+    fsId: url.username ? decodeURIComponent(url.username) : null,
+    segments: clean,
+    search,
+  };
 }
 
 /** Each segment escaped like encodeURIComponent (uppercase hex), '/' between. */

@@ -37,3 +37,15 @@ export class IdCodec {
     return Number.isSafeInteger(id) ? id : null;
   }
 }
+
+/** Entity ids of files without a blob (empty files) sit above every real blob id, one per file. */
+export const EMPTY_ENTITY_BASE = 2 ** 40;
+
+/**
+ * A file's `primary_entity` id: its blob, or for an empty file its own id above
+ * EMPTY_ENTITY_BASE (so no two files share one); folders have none.
+ */
+export function primaryEntityId(file: { type: number; id: number; blob_id: number | null }): number | null {
+  if (file.type === 1) return null;
+  return file.blob_id ?? EMPTY_ENTITY_BASE + file.id;
+}

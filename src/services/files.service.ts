@@ -15,6 +15,8 @@ export interface Located {
   file: FileRow;
   /** path segments from the owner's root */
   segments: string[];
+  /** search parameters of the URI (only when the caller allowed them) */
+  search?: URLSearchParams | null;
 }
 
 export interface ListOptions {
@@ -130,10 +132,14 @@ export class FilesService {
     throw new AppError('FORBIDDEN', 'You cannot access this filesystem');
   }
 
-  async locate(actor: Actor, uri: unknown): Promise<Located> {
-    const parsed = parseFileUri(uri);
+  async locate(actor: Actor, uri: unknown, allowSearch = false): Promise<Located> {
+    const parsed = parseFileUri(uri, allowSearch);
     const owner = this.ownerFor(actor, parsed.fsId);
-    return { file: await this.resolve(owner, parsed.segments), segments: parsed.segments };
+    return {
+      file: await this.resolve(owner, parsed.segments),
+      segments: parsed.segments,
+      search: parsed.search,
+    };
   }
 
   async locateFolder(actor: Actor, uri: unknown): Promise<Located> {

@@ -9,6 +9,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { AppError, BatchError } from '../domain/errors.ts';
+import { primaryEntityId } from '../domain/ids.ts';
 import type { ServiceContext } from './context.ts';
 import { FOLDER, type FilesService, type FileRow } from './files.service.ts';
 import type { Actor } from './users.service.ts';
@@ -111,13 +112,14 @@ export class LinksService {
       try {
         const { file } = await this.files.locate(actor, uri);
         if (file.type === FOLDER) throw new AppError('ENTITY_NOT_EXIST', 'Entity not exist');
-        let blobId = file.blob_id ?? 0;
+        const blobId = file.blob_id ?? 0;
         if (request.entity) {
           const wanted = this.ctx.ids.decode('entity', request.entity);
-          // An empty file has no blob: its primary_entity is the hash of 0.
-          if (wanted === null || wanted !== (file.blob_id ?? 0))
+          // An empty file has no blob: its primary_entity is its own id above EMPTY_ENTITY_BASE
+          // (links made before that used the hash of 0, still accepted).
+          const own = primaryEntityId(file);
+          if (wanted === null || (wanted !== own && !(file.blob_id === null && wanted === 0)))
             throw new AppError('ENTITY_NOT_EXIST', 'Entity not exist');
-          blobId = wanted;
         }
         const speed = actor.group.speed_limit;
         const cacheKey = `${blobId}|${speed}|${file.name}|${request.download ? 1 : 0}|${base}`;
@@ -148,7 +150,7 @@ export class LinksService {
     if (failures.size && !request.skip_error) throw new BatchError(failures);
     if (!Number.isFinite(earliest)) earliest = Math.floor(now / 1000) + ttl;
     const result = { urls, expires: new Date(earliest * 1000).toISOString() };
-    if (failures.size) throw new BatchError(failures, result);
+    // Like Cloudreve, skip_error drops the errors: code 0, a failed item's slot is {url: ""}.
     return result;
   }
 

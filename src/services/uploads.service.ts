@@ -10,7 +10,6 @@ import type { ServiceContext } from './context.ts';
 import { FOLDER, validateName, type FilesService, type FileRow } from './files.service.ts';
 import type { Actor } from './users.service.ts';
 
-const CHUNK_SIZE = 25 * 1024 * 1024;
 const SESSION_TTL_MS = 24 * 3600_000;
 
 export class UploadsService {
@@ -43,7 +42,8 @@ export class UploadsService {
     if (await this.files.child(parent.id, name)) throw new AppError('OBJECT_EXISTS');
     const id = randomUUID();
     const now = this.ctx.clock.now();
-    const chunkSize = size > CHUNK_SIZE ? CHUNK_SIZE : 0;
+    // Like a Cloudreve storage policy: one chunk size for every session, whatever the file size.
+    const chunkSize = this.ctx.config.uploadChunkSize;
     const lastModified =
       typeof input.last_modified === 'number' && Number.isSafeInteger(input.last_modified)
         ? input.last_modified

@@ -150,6 +150,14 @@ export class UsersService {
     return { user, group };
   }
 
+  async setNickname(userId: number, nickname: string): Promise<void> {
+    await this.ctx.db
+      .updateTable('users')
+      .set({ nickname, updated_at: this.ctx.clock.now() })
+      .where('id', '=', userId)
+      .execute();
+  }
+
   /** Changing the password also bumps credential_version, which ends every refresh chain. */
   async setPassword(email: string, password: string): Promise<void> {
     if (password.length < 4 || password.length > 128)

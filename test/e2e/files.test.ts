@@ -15,7 +15,7 @@ interface FileDto {
   path: string;
   created_at: string;
   updated_at: string;
-  primary_entity: string;
+  primary_entity?: string;
   owned: boolean;
   capability: string;
   metadata: unknown;
@@ -220,7 +220,9 @@ describe('list', () => {
     assert.ok(ids.decode('folder', data.files[0]!.id)! > 0);
     assert.ok(ids.decode('file', data.files.at(-1)!.id)! > 0);
     assert.ok(ids.decode('folder', data.parent.id)! > 0);
-    assert.equal(ids.decode('entity', data.files[0]!.primary_entity), 0);
+    // Folders have no primary entity (Cloudreve omits it).
+    assert.equal(data.files[0]!.type, 1);
+    assert.equal(data.files[0]!.primary_entity, undefined);
     assert.equal(ids.decode('policy', data.storage_policy.id), 1);
     assert.equal(data.storage_policy.type, 'local');
 
@@ -535,7 +537,8 @@ describe('upload', () => {
     assert.equal(s.body.code, 0, JSON.stringify(s.body));
     const data = s.body.data!;
     assert.match(data.session_id, /^[0-9a-f-]{36}$/);
-    assert.equal(data.chunk_size, 0);
+    // Like Cloudreve's local policy: 25 MiB chunks whatever the file size.
+    assert.equal(data.chunk_size, 25 * MiB);
     assert.ok(Math.abs(data.expires - (Date.now() / 1000 + 86400)) < 60);
     assert.equal(data.uri, 'cloudreve://my/u/hello.txt');
     assert.equal((await chunk(data.session_id, 0, content)).code, 0);

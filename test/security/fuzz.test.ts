@@ -349,6 +349,63 @@ const ENDPOINTS: Endpoint[] = [
     method: 'GET',
     path: () => '/api/v4/site/config/basic',
   },
+  {
+    name: 'GET /site/config/:section',
+    face: 'cloudreve',
+    method: 'GET',
+    path: () =>
+      `/api/v4/site/config/${encodeURIComponent(currentRng.pick(['login', 'explorer', 'thumb', 'x'.repeat(70), '%00', '..']))}`,
+  },
+  {
+    name: 'GET /session/prepare',
+    face: 'cloudreve',
+    method: 'GET',
+    path: () => '/api/v4/session/prepare',
+    query: () => ({ email: encodeURIComponent('nobody@example.com') }),
+  },
+  {
+    name: 'GET /session/oauth/app/:id',
+    face: 'cloudreve',
+    method: 'GET',
+    path: () =>
+      `/api/v4/session/oauth/app/${encodeURIComponent(currentRng.pick(['x', '%00', 'a'.repeat(200)]))}`,
+  },
+  {
+    name: 'GET /user/info|avatar/:id',
+    face: 'cloudreve',
+    method: 'GET',
+    path: () =>
+      `/api/v4/user/${currentRng.pick(['info', 'avatar'])}/${encodeURIComponent(currentRng.pick(['x', '%00', '..', 'a'.repeat(100), '0']))}`,
+  },
+  { name: 'GET /user/setting', face: 'cloudreve', method: 'GET', path: () => '/api/v4/user/setting' },
+  {
+    name: 'PATCH /user/setting',
+    face: 'cloudreve',
+    method: 'PATCH',
+    path: () => '/api/v4/user/setting',
+    body: () => ({ nick: U('Fuzz') }),
+  },
+  {
+    name: 'GET /file/info',
+    face: 'cloudreve',
+    method: 'GET',
+    path: () => '/api/v4/file/info',
+    query: () => ({
+      uri: encodeURIComponent(
+        currentRng.pick(['cloudreve://my/f', 'cloudreve://my/f?name=a', 'cloudreve://x']),
+      ),
+      id: currentRng.pick(['x', '0', 'a'.repeat(64)]),
+      extended: 'true',
+      folder_summary: 'true',
+    }),
+  },
+  {
+    name: 'GET /file/thumb',
+    face: 'cloudreve',
+    method: 'GET',
+    path: () => '/api/v4/file/thumb',
+    query: () => ({ uri: encodeURIComponent('cloudreve://my/f/a.txt') }),
+  },
   { name: 'GET /openapi.json', face: 'cloudreve', method: 'GET', path: () => '/api/v4/openapi.json' },
   {
     name: 'POST /session/token',

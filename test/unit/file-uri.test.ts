@@ -4,22 +4,33 @@ import { AppError } from '../../src/domain/errors.ts';
 import { formatFileUri, parseFileUri } from '../../src/domain/file-uri.ts';
 
 test('parses the spec 3 examples', () => {
-  assert.deepEqual(parseFileUri('cloudreve://my'), { fs: 'my', fsId: null, segments: [] });
-  assert.deepEqual(parseFileUri('cloudreve://my/'), { fs: 'my', fsId: null, segments: [] });
+  assert.deepEqual(parseFileUri('cloudreve://my'), { fs: 'my', fsId: null, segments: [], search: null });
+  assert.deepEqual(parseFileUri('cloudreve://my/'), { fs: 'my', fsId: null, segments: [], search: null });
   assert.deepEqual(parseFileUri('cloudreve://my/Downloads/Ubuntu%20ISO'), {
     fs: 'my',
     fsId: null,
     segments: ['Downloads', 'Ubuntu ISO'],
+    search: null,
   });
-  assert.deepEqual(parseFileUri('cloudreve://bPhN@my/x'), { fs: 'my', fsId: 'bPhN', segments: ['x'] });
-  assert.deepEqual(parseFileUri('cloudreve://MY/a/'), { fs: 'my', fsId: null, segments: ['a'] });
+  assert.deepEqual(parseFileUri('cloudreve://bPhN@my/x'), {
+    fs: 'my',
+    fsId: 'bPhN',
+    segments: ['x'],
+    search: null,
+  });
+  assert.deepEqual(parseFileUri('cloudreve://MY/a/'), {
+    fs: 'my',
+    fsId: null,
+    segments: ['a'],
+    search: null,
+  });
 });
 
-test('cleans . and .., ignores query and fragment, %2F is a separator', () => {
+test('cleans . and .., ignores a fragment, %2F is a separator', () => {
   assert.deepEqual(parseFileUri('cloudreve://my/a/./b/../c').segments, ['a', 'c']);
   assert.deepEqual(parseFileUri('cloudreve://my/../../x').segments, ['x']);
   assert.deepEqual(parseFileUri('cloudreve://my/a%2E%2E/b').segments, ['a..', 'b']);
-  assert.deepEqual(parseFileUri('cloudreve://my/dir?name=report').segments, ['dir']);
+  assert.deepEqual(parseFileUri('cloudreve://my/dir?name=report', true).segments, ['dir']);
   assert.deepEqual(parseFileUri('cloudreve://my/dir#frag').segments, ['dir']);
   assert.deepEqual(parseFileUri('cloudreve://my/a%2Fb').segments, ['a', 'b']);
   assert.deepEqual(parseFileUri('cloudreve://my/%E6%96%B0%E5%BB%BA').segments, ['新建']);
@@ -93,4 +104,15 @@ test('formats like encodeURIComponent with uppercase hex (spec 3)', () => {
 test('format then parse is the identity on awkward names', () => {
   const names = ['a b', '100%', 'x?y', 'h#sh', 'd:e', 'é', '🙂.txt', "it's (1)", '+plus', '~tilde', 'a..b'];
   for (const n of names) assert.deepEqual(parseFileUri(formatFileUri(['dir', n])).segments, ['dir', n], n);
+});
+
+test('a search query is returned where allowed and refused elsewhere', () => {
+  const parsed = parseFileUri('cloudreve://my/dir?name=a&name=b&case_folding', true);
+  assert.deepEqual(parsed.search?.getAll('name'), ['a', 'b']);
+  assert.equal(parsed.search?.has('case_folding'), true);
+  assert.equal(parseFileUri('cloudreve://my/dir?', true).search, null);
+  assert.match(
+    code(() => parseFileUri('cloudreve://my/dir?name=report')),
+    /^PARAM_INVALID:Search URIs are only supported when listing files/,
+  );
 });

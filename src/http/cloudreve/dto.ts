@@ -2,7 +2,7 @@
 // the seed and spec/cloudreve-v4.md.
 import { encodeBoolset, GroupPermission, MY_FS_CAPABILITY, NodeCapability } from '../../domain/boolset.ts';
 import { formatFileUri } from '../../domain/file-uri.ts';
-import type { IdCodec } from '../../domain/ids.ts';
+import { primaryEntityId, type IdCodec } from '../../domain/ids.ts';
 import { isoTime } from '../../lib/clock.ts';
 import type { FileRow } from '../../services/files.service.ts';
 import type { TaskRow } from '../../services/tasks.service.ts';
@@ -30,6 +30,7 @@ export function userDto(actor: Actor, ids: IdCodec) {
 }
 
 export function fileDto(file: FileRow, segments: readonly string[], ids: IdCodec) {
+  const entity = primaryEntityId(file);
   return {
     type: file.type,
     id: ids.encode(file.type === 1 ? 'folder' : 'file', file.id),
@@ -41,7 +42,7 @@ export function fileDto(file: FileRow, segments: readonly string[], ids: IdCodec
     path: formatFileUri(segments),
     capability: MY_FS_CAPABILITY,
     owned: true,
-    primary_entity: ids.encode('entity', file.blob_id ?? 0),
+    ...(entity === null ? {} : { primary_entity: ids.encode('entity', entity) }),
   };
 }
 

@@ -12,6 +12,9 @@ import { cloudreveErrorHandler } from './envelope.ts';
 import { registerContentRoutes } from './content.routes.ts';
 import { registerEventStream } from './events.routes.ts';
 import { workflowRoutes } from './workflow.routes.ts';
+import { registerSiteRoutes } from './site.routes.ts';
+import { registerFileInfoRoutes } from './file-info.routes.ts';
+import { parseSearch, searchFolder } from '../../services/search.ts';
 
 const Nullable = <T extends ReturnType<typeof Type.Boolean> | ReturnType<typeof Type.String>>(t: T) =>
   Type.Optional(Type.Union([t, Type.Null()]));
@@ -114,15 +117,26 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
   const { auth, files, uploads, links, ctx } = services;
   const ids = ctx.ids;
   app.setErrorHandler(cloudreveErrorHandler);
+  // A body-less request that still says Content-Type: application/json (the SDK's DELETE
+  // /workflow/download/{id}) has no body, as in Cloudreve, instead of failing to parse; routes
+  // that need a body still refuse it through their schema.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = String(body);
+    if (text.trim() === '') {
+      done(null, undefined);
+      return;
+    }
+    // The default parser answers through `done`; its return value carries nothing.
+    void parseJson(request, text, done);
+  });
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send({ code: 404, msg: 'Not found', correlation_id: String(request.id) }),
   );
 
   // ---- site & session
-  app.get('/site/ping', { schema: { tags: ['site'] } }, async () => ok('4.1.0-ferry'));
-  app.get('/site/config/basic', { schema: { tags: ['site'] } }, async () =>
-    ok({ title: 'Ferry', register_enabled: false, app_version: '4.1.0-ferry' }),
-  );
+  registerSiteRoutes(app, services);
 
   app.post('/session/token', { schema: { tags: ['session'], body: SignInBody } }, async (request) => {
     const body = request.body as Static<typeof SignInBody>;
@@ -198,18 +212,30 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
   app.get('/file', { schema: { tags: ['file'], querystring: ListQuery } }, async (request) => {
     const actor = requireActor(request);
     const q = request.query as Static<typeof ListQuery>;
-    const { file: folder, segments } = await files.locate(actor, q.uri);
+    const { file: folder, segments, search } = await files.locate(actor, q.uri, true);
     if (folder.type !== FOLDER) throw new AppError('PATH_NOT_EXIST', 'Not a folder');
-    const page = await files.list(folder, {
+    const options = {
       ...(q.page !== undefined ? { page: q.page } : {}),
       ...(q.page_size ? { pageSize: q.page_size } : {}),
       ...(q.order_by ? { orderBy: q.order_by } : {}),
       ...(q.order_direction ? { orderDirection: q.order_direction } : {}),
       ...(q.next_page_token ? { nextPageToken: q.next_page_token } : {}),
-    });
+    };
+    // A search URI lists the matches anywhere under the folder (see services/search.ts).
+    let page: { offset: number; pageSize: number; total: number; nextToken: string | undefined };
+    let entries: ReturnType<typeof fileDto>[];
+    if (search) {
+      const found = await searchFolder(files, folder, parseSearch(search), options);
+      page = found;
+      entries = found.files.map((e) => fileDto(e.file, [...segments, ...e.path], ids));
+    } else {
+      const listed = await files.list(folder, options);
+      page = listed;
+      entries = listed.files.map((f) => fileDto(f, [...segments, f.name], ids));
+    }
     const cursorMode = q.page === undefined;
     return ok({
-      files: page.files.map((f) => fileDto(f, [...segments, f.name], ids)),
+      files: entries,
       parent: fileDto(folder, segments, ids),
       pagination: {
         page: Math.floor(page.offset / page.pageSize),
@@ -322,6 +348,7 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
     return ok(result);
   });
   registerContentRoutes(app, services);
+  registerFileInfoRoutes(app, services);
 
   await workflowRoutes(app, services);
   registerEventStream(app, services);
