@@ -45,7 +45,7 @@ async function previousRelease(url: string): Promise<Kysely<unknown>> {
     db,
     provider: { getMigrations: async () => migrations },
   }).migrateToLatest();
-  if (error) throw error;
+  if (error) throw error instanceof Error ? error : new Error(JSON.stringify(error));
   return db;
 }
 
@@ -119,7 +119,7 @@ describe(`migration 0005 on a database of the previous release (${dialect})`, ()
     if (dialect === 'postgres') {
       const pgdb = await createThrowawayDatabase();
       url = pgdb.url;
-      cleanup = pgdb.drop;
+      cleanup = () => pgdb.drop();
     } else {
       const dir = await mkdtemp(join(tmpdir(), 'ferry-migration-'));
       url = join(dir, 'ferry.db');
