@@ -197,7 +197,7 @@ export class LinksService {
       this.cached = 0;
     }
     let entries = this.cache.get(blobId);
-    if (!entries) this.cache.set(blobId, (entries = new Map()));
+    if (!entries) this.cache.set(blobId, (entries = new Map<string, CachedUrl>()));
     if (!entries.has(key)) this.cached++;
     entries.set(key, { url, expires });
   }
