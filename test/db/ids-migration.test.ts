@@ -164,21 +164,28 @@ describe(`migration 0005 on a database of the previous release (${dialect})`, ()
       assert.ok((await insertedId(task)) > (dialect === 'sqlite' ? 9 : 3));
 
       // Free the newest row of each kind and insert again: never the same id.
-      for (const table of ['blobs', 'files', 'tasks'] as const) {
+      const inserts: Record<(typeof ID_TABLES)[number], (n: number) => string> = {
+        groups: (n) => `insert into groups (name, quota_bytes, created_at) values ('g${n}', 1, ${T})`,
+        users: (n) =>
+          `insert into users (email, nickname, password_hash, group_id, status, created_at, updated_at) values ('u${n}@x', 'u', 'h', 1, 'active', ${T}, ${T})`,
+        api_tokens: (n) =>
+          `insert into api_tokens (user_id, name, token_hash, token_prefix, created_at) values (1, 't', 'h${n}', 'fry_', ${T})`,
+        blobs: (n) =>
+          `insert into blobs (storage_key, size, ref_count, created_at) values ('blobs/n${n}', 1, 1, ${T})`,
+        files: (n) =>
+          `insert into files (owner_id, parent_id, name, type, size, created_at, updated_at) values (1, 1, 'n${n}', 0, 0, ${T}, ${T})`,
+        nodes: (n) =>
+          `insert into nodes (name, type, capabilities, status, last_seen_at, created_at) values ('n${n}', 'slave', 'CA==', 'active', ${T}, ${T})`,
+        tasks: (n) => task.replace('pub-new', `pub-${n}`),
+      };
+      let n = 0;
+      for (const table of ID_TABLES) {
+        await insertedId(inserts[table](++n));
         const top = Number(
           (await sql.raw<{ n: number }>(`select max(id) as n from ${table}`).execute(db)).rows[0]!.n,
         );
         await sql.raw(`delete from ${table} where id = ${top}`).execute(db);
-        const again =
-          table === 'blobs'
-            ? await insertedId(
-                `insert into blobs (storage_key, size, ref_count, created_at) values ('blobs/again', 1, 1, ${T})`,
-              )
-            : table === 'files'
-              ? await insertedId(
-                  `insert into files (owner_id, parent_id, name, type, size, created_at, updated_at) values (1, 1, 'again', 0, 0, ${T}, ${T})`,
-                )
-              : await insertedId(task.replace('pub-new', 'pub-again'));
+        const again = await insertedId(inserts[table](++n));
         assert.ok(again > top, `${table}: ${again} after deleting ${top}`);
       }
 

@@ -224,7 +224,7 @@ describe('the path face', () => {
 });
 
 describe('task ids and tokens', () => {
-  test('a removed user’s task id and tokens never name a later user’s', async () => {
+  test('a removed user’s task id, tokens, token id and upload session never name a later user’s', async () => {
     await server.addUser('carol@example.com', 'carol-password-1');
     const carol = await server.signIn('carol@example.com', 'carol-password-1');
     const create = async (token: string, name: string) => {
@@ -241,6 +241,16 @@ describe('task ids and tokens', () => {
       return id;
     };
     const oldTask = await create(carol.access, 'carol.bin');
+    const token = await server.api<{ id: string; token: string }>('POST', '/user/setting/tokens', {
+      token: carol.access,
+      body: { name: 'carol’s' },
+    });
+    assert.equal(token.body.code, 0, JSON.stringify(token.body));
+    const upload = await server.api<{ session_id: string }>('PUT', '/file/upload', {
+      token: carol.access,
+      body: { uri: 'cloudreve://my/pending.txt', size: 5 },
+    });
+    assert.equal(upload.body.code, 0, JSON.stringify(upload.body));
     const r = await server.cli(['user', 'remove', 'carol@example.com']);
     assert.equal(r.code, 0, r.stderr);
 
@@ -258,5 +268,29 @@ describe('task ids and tokens', () => {
       body: { refresh_token: carol.refresh },
     });
     assert.notEqual(refreshed.body.code, 0, JSON.stringify(refreshed.body));
+    const viaApiToken = await server.api('GET', '/user/me', { token: token.body.data!.token });
+    assert.notEqual(viaApiToken.body.code, 0, JSON.stringify(viaApiToken.body));
+    // API token ids: a new one is never the removed one's, which names nothing of Erin's.
+    const erinToken = await server.api<{ id: string }>('POST', '/user/setting/tokens', {
+      token: erin.access,
+      body: { name: 'erin’s' },
+    });
+    assert.notEqual(
+      erinToken.body.data!.id,
+      token.body.data!.id,
+      'the new API token got the removed one’s id',
+    );
+    const revoke = await server.api('DELETE', `/user/setting/tokens/${token.body.data!.id}`, {
+      token: erin.access,
+    });
+    assert.notEqual(revoke.body.code, 0, JSON.stringify(revoke.body));
+    // The upload session id is random and went with its user.
+    assert.match(upload.body.data!.session_id, /^[0-9a-f-]{36}$/);
+    const chunk = await fetch(`${server.url}/api/v4/file/upload/${upload.body.data!.session_id}/0`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${erin.access}`, 'content-type': 'application/octet-stream' },
+      body: 'hello',
+    });
+    assert.notEqual(((await chunk.json()) as { code: number }).code, 0);
   });
 });
