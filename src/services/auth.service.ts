@@ -204,7 +204,9 @@ export class AuthService {
     const userId = this.ctx.ids.decode('user', String(claims.sub));
     if (userId === null) throw new AppError('NOT_FOUND', 'User not found');
     const actor = await this.users.actor(userId);
-    if (!actor || actor.user.created_at !== claims.uc) throw new AppError('NOT_FOUND', 'User not found');
+    if (!actor) throw new AppError('NOT_FOUND', 'User not found');
+    // Signed for another row under this id (or before 0005): not a credential, the caller is anonymous.
+    if (actor.user.created_at !== claims.uc) return null;
     if (actor.user.status !== 'active') throw new AppError('USER_BANNED');
     return actor;
   }
