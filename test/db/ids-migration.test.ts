@@ -14,7 +14,7 @@ import * as m1 from '../../src/db/migrations/0001_initial.ts';
 import * as m2 from '../../src/db/migrations/0002_task_files.ts';
 import * as m3 from '../../src/db/migrations/0003_file_list_indexes.ts';
 import * as m4 from '../../src/db/migrations/0004_blob_crc32.ts';
-import { ID_TABLES } from '../../src/db/migrations/0005_ids_never_reused.ts';
+import { ID_TABLES, up as rerun } from '../../src/db/migrations/0005_ids_never_reused.ts';
 import { createThrowawayDatabase, dialect } from '../helpers/server.ts';
 
 type Up = {
@@ -200,6 +200,11 @@ describe(`migration 0005 on a database of the previous release (${dialect})`, ()
           assert.match(tables.find((t) => t.name === name)!.sql, /autoincrement/i, name);
         }
         assert.ok(!tables.some((t) => t.name.endsWith('_rebuilt')));
+        // Running it again (a second process that started together, a crash before 0005 was
+        // recorded) changes nothing.
+        const kept = await snapshot(db);
+        await rerun(db, 'sqlite');
+        assert.deepEqual(await snapshot(db), kept);
         const indexes = (
           await sql<{
             name: string;

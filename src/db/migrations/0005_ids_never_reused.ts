@@ -50,6 +50,8 @@ async function rebuild(db: Kysely<unknown>, table: string): Promise<void> {
   }>`select sql from sqlite_master where type = 'table' and name = ${table}`.execute(db);
   const create = master.rows[0]?.sql;
   if (!create) throw new Error(`table ${table} not found`);
+  // Already rebuilt (another process got here first, or a crash came before 0005 was recorded).
+  if (/\bautoincrement\b/i.test(create)) return;
   const head = /^create table\s+"?\w+"?\s*\(\s*"?id"?\s+integer\s+primary\s+key/i;
   if (!head.test(create)) throw new Error(`unexpected definition of ${table}: ${create}`);
   const indexes = await sql<{
