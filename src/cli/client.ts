@@ -1,7 +1,7 @@
 // The `ferry` client commands, talking to a Ferry server over its Cloudreve face with a personal
 // API token: login, add (with live progress from the event stream), tasks, cancel, link, get.
 import { createWriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -392,18 +392,38 @@ async function get(argv: string[]): Promise<void> {
   } catch {
     have = 0;
   }
-  const res = await fetch(url, { headers: have > 0 ? { range: `bytes=${have}-` } : {} });
+  // A partial file is resumed only with the ETag it was started under (kept beside it until it
+  // is complete), sent as If-Range: if the remote file is another one now, the server sends it
+  // whole instead of bytes to append to the old ones.
+  const etagFile = `${output}.ferry-etag`;
+  const started = have > 0 ? (await readFile(etagFile, 'utf8').catch(() => '')).trim() : '';
+  if (have > 0 && !started) {
+    // Not left half-done by this command (finished earlier, or someone else's file).
+    const head = await fetch(url, { method: 'HEAD' });
+    if (head.ok && Number(head.headers.get('content-length')) === have) {
+      console.log(`${output} is already complete (${formatBytes(have)})`);
+      return;
+    }
+    have = 0;
+  }
+  const res = await fetch(url, {
+    headers: have > 0 ? { range: `bytes=${have}-`, 'if-range': started } : {},
+  });
   if (res.status === 416) {
-    // Nothing past what we have: complete if the sizes agree.
+    // Same file, nothing past what we have: complete if the sizes agree.
     const head = await fetch(url, { method: 'HEAD' });
     const total = Number(head.headers.get('content-length'));
-    if (total === have) {
+    if (total === have && head.headers.get('etag') === started) {
+      await rm(etagFile, { force: true });
       console.log(`${output} is already complete (${formatBytes(have)})`);
       return;
     }
     throw new ClientError(`${output} is larger than the remote file: remove it and try again`);
   }
   if (!res.ok || !res.body) throw new ClientError(`download failed: HTTP ${res.status}`);
+  const etag = res.headers.get('etag');
+  if (etag && !etag.startsWith('W/')) await writeFile(etagFile, etag);
+  else await rm(etagFile, { force: true });
   const resumed = res.status === 206;
   const length = Number(res.headers.get('content-length') ?? 0);
   const total = resumed ? have + length : length;
@@ -421,6 +441,7 @@ async function get(argv: string[]): Promise<void> {
     }
   });
   await pipeline(body, createWriteStream(output, { flags: resumed ? 'a' : 'w' }));
+  await rm(etagFile, { force: true });
   if (tty) process.stderr.write('\r\x1b[2K');
   console.log(`${resumed ? 'resumed' : 'saved'} ${output} (${formatBytes(got)})`);
 }

@@ -76,6 +76,8 @@ export interface BlobsTable {
   created_at: number;
   /** CRC-32 of the bytes, once a zip archive has computed it (0004_blob_crc32) */
   crc32: number | null;
+  /** random, never reused: signed links and ETags bind to it (0005_ids_never_reused) */
+  nonce: Generated<string>;
 }
 
 export interface UploadSessionsTable {

@@ -102,7 +102,11 @@ export class AuthService {
     const sub = this.ctx.ids.encode('user', actor.user.id);
     const accessExp = Math.floor(now / 1000) + ACCESS_TTL_S;
     const refreshExp = Math.floor(now / 1000) + REFRESH_TTL_S;
-    const access = await new SignJWT({ token_type: 'access' })
+    // `uc` binds the token to this user row (its creation time), not only to its id: a token of
+    // a removed user never signs in a later user who got the same id (restored backup, manual
+    // DELETE). Tokens without it (issued before 0005) are refused once; clients sign in again.
+    const uc = actor.user.created_at;
+    const access = await new SignJWT({ token_type: 'access', uc })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(sub)
       .setNotBefore(Math.floor(now / 1000) - 1)
@@ -112,6 +116,7 @@ export class AuthService {
       token_type: 'refresh',
       root_token_id: rootTokenId,
       cv: actor.user.credential_version,
+      uc,
       jti: randomUUID(),
     })
       .setProtectedHeader({ alg: 'HS256' })
@@ -153,7 +158,13 @@ export class AuthService {
       .executeTakeFirst();
     if (revoked) throw fail();
     const actor = await this.users.actor(userId);
-    if (!actor || actor.user.status !== 'active' || actor.user.credential_version !== claims.cv) throw fail();
+    if (
+      !actor ||
+      actor.user.status !== 'active' ||
+      actor.user.credential_version !== claims.cv ||
+      actor.user.created_at !== claims.uc
+    )
+      throw fail();
     return this.issue(actor, claims.root_token_id);
   }
 
@@ -194,6 +205,8 @@ export class AuthService {
     if (userId === null) throw new AppError('NOT_FOUND', 'User not found');
     const actor = await this.users.actor(userId);
     if (!actor) throw new AppError('NOT_FOUND', 'User not found');
+    // Signed for another row under this id (or before 0005): not a credential, the caller is anonymous.
+    if (actor.user.created_at !== claims.uc) return null;
     if (actor.user.status !== 'active') throw new AppError('USER_BANNED');
     return actor;
   }

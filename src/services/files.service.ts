@@ -88,8 +88,14 @@ function decodePageToken(token: string): PageCursor | { o: number } {
 
 export class FilesService {
   private readonly ctx: ServiceContext;
+  /** Told the ids of blobs this process deleted (the link cache drops their URLs). */
+  private readonly blobsDeletedListeners: Array<(ids: readonly number[]) => void> = [];
   constructor(ctx: ServiceContext) {
     this.ctx = ctx;
+  }
+
+  onBlobsDeleted(listener: (ids: readonly number[]) => void): void {
+    this.blobsDeletedListeners.push(listener);
   }
 
   async root(ownerId: number, db: Db = this.ctx.db): Promise<FileRow> {
@@ -610,8 +616,10 @@ export class FilesService {
   async deleteTree(file: FileRow): Promise<void> {
     const items = file.type === FOLDER ? await this.walk(file) : [];
     const all = [file, ...items.map((i) => i.file)];
+    const deletedIds: number[] = [];
     const orphanKeys = await this.ctx.db.transaction().execute(async (tx) => {
       const keys: string[] = [];
+      deletedIds.length = 0;
       let bytes = 0;
       for (const f of all) {
         bytes += f.size;
@@ -622,7 +630,10 @@ export class FilesService {
           .where('id', '=', f.blob_id)
           .returning(['id', 'storage_key', 'ref_count'])
           .executeTakeFirst();
-        if (blob && blob.ref_count <= 0) keys.push(blob.storage_key);
+        if (blob && blob.ref_count <= 0) {
+          keys.push(blob.storage_key);
+          deletedIds.push(blob.id);
+        }
       }
       // Children first (deepest last in walk order), then the item itself.
       const ids = all.map((f) => f.id).reverse();
@@ -636,42 +647,51 @@ export class FilesService {
       await this.release(file.owner_id, bytes, tx);
       return keys;
     });
+    if (deletedIds.length) for (const listener of this.blobsDeletedListeners) listener(deletedIds);
     for (const key of orphanKeys) await this.ctx.storage.delete(key).catch(() => undefined);
   }
 
   async blobOf(
     file: FileRow,
-  ): Promise<{ id: number; storage_key: string; size: number; created_at: number } | undefined> {
+  ): Promise<
+    { id: number; storage_key: string; size: number; created_at: number; nonce: string } | undefined
+  > {
     if (file.blob_id === null) return undefined;
     return this.ctx.db
       .selectFrom('blobs')
-      .select(['id', 'storage_key', 'size', 'created_at'])
+      .select(['id', 'storage_key', 'size', 'created_at', 'nonce'])
       .where('id', '=', file.blob_id)
       .executeTakeFirst();
   }
 
-  /** Storage keys and known CRC-32s of blobs, by id (for archives). */
-  async blobsForArchive(ids: readonly number[]): Promise<Map<number, { key: string; crc32: number | null }>> {
-    const out = new Map<number, { key: string; crc32: number | null }>();
+  /** Storage keys, nonces and known CRC-32s of blobs, by id (for archives). */
+  async blobsForArchive(
+    ids: readonly number[],
+  ): Promise<Map<number, { key: string; crc32: number | null; nonce: string }>> {
+    const out = new Map<number, { key: string; crc32: number | null; nonce: string }>();
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += 500) {
       const rows = await this.ctx.db
         .selectFrom('blobs')
-        .select(['id', 'storage_key', 'crc32'])
+        .select(['id', 'storage_key', 'crc32', 'nonce'])
         .where('id', 'in', unique.slice(i, i + 500))
         .execute();
-      for (const row of rows) out.set(row.id, { key: row.storage_key, crc32: row.crc32 });
+      for (const row of rows) out.set(row.id, { key: row.storage_key, crc32: row.crc32, nonce: row.nonce });
     }
     return out;
   }
 
-  /** Keeps CRC-32s an archive computed (blob id → CRC); blobs never change, so they stay right. */
-  async rememberCrcs(crcs: ReadonlyMap<number, number>): Promise<void> {
+  /**
+   * Keeps CRC-32s an archive computed (blob id → nonce and CRC); blobs never change, so they
+   * stay right. The nonce must match too: a blob deleted while its archive streamed must not
+   * hand its CRC to a later row under the same id.
+   */
+  async rememberCrcs(crcs: ReadonlyMap<number, { nonce: string; crc: number }>): Promise<void> {
     const all = [...crcs];
     for (let i = 0; i < all.length; i += 500) {
       const batch = all.slice(i, i + 500);
       const cases = sql.join(
-        batch.map(([id, crc]) => sql`when ${id} then cast(${crc} as bigint)`),
+        batch.map(([id, { crc }]) => sql`when ${id} then cast(${crc} as bigint)`),
         sql` `,
       );
       await this.ctx.db
@@ -681,6 +701,11 @@ export class FilesService {
           'id',
           'in',
           batch.map(([id]) => id),
+        )
+        .where(
+          'nonce',
+          'in',
+          batch.map(([, { nonce }]) => nonce),
         )
         .where('crc32', 'is', null)
         .execute();

@@ -14,6 +14,8 @@ let alice: { access: string; refresh: string; userId: string };
 let bob: { access: string; refresh: string; userId: string };
 let key: Buffer;
 let secret: Buffer;
+/** Alice's row's creation time: tokens carry it as `uc` (bound to the row, not only its id). */
+let aliceCreated: number;
 
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -43,6 +45,10 @@ before(async () => {
   bob = await server.signIn('bob@example.com', 'bob-password-1');
   secret = await serverSecret(server.dataDir);
   key = jwtKey(secret);
+  const [row] = await server.sql<{ created_at: number }>('SELECT created_at FROM users WHERE email = ?', [
+    'alice@example.com',
+  ]);
+  aliceCreated = Number(row!.created_at);
 });
 after(async () => {
   await server?.stop();
@@ -52,14 +58,21 @@ describe('JWT forgeries', () => {
   test('a token made with the real key and claims is accepted (the harness forges correctly)', async () => {
     const token = forgeJwt(
       { alg: 'HS256' },
-      { token_type: 'access', sub: alice.userId, nbf: now() - 5, exp: now() + 60 },
+      { token_type: 'access', sub: alice.userId, uc: aliceCreated, nbf: now() - 5, exp: now() + 60 },
       key,
     );
     assert.equal((await me(token)).data?.id, alice.userId);
   });
 
   test('every tampered or forged access token is anonymous on both faces', async () => {
-    const claims = { token_type: 'access', sub: alice.userId, nbf: now() - 5, exp: now() + 600 };
+    const claims = {
+      token_type: 'access',
+      sub: alice.userId,
+      uc: aliceCreated,
+      nbf: now() - 5,
+      exp: now() + 600,
+    };
+    const { uc: _uc, ...unbound } = claims;
     const [h, p, s] = alice.access.split('.') as [string, string, string];
     const payload = JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>;
     const swapped = Buffer.from(JSON.stringify({ ...payload, sub: bob.userId })).toString('base64url');
@@ -77,6 +90,9 @@ describe('JWT forgeries', () => {
       ['RS256 header, HMAC signature (alg confusion)', forgeJwt({ alg: 'RS256' }, claims, key)],
       ['ES256 header, HMAC signature', forgeJwt({ alg: 'ES256' }, claims, key)],
       ['another secret', forgeJwt({ alg: 'HS256' }, claims, other)],
+      // Issue 12: the real key, but not bound to Alice's row (as before 0005), or to another row.
+      ['no user-row binding (uc)', forgeJwt({ alg: 'HS256' }, unbound, key)],
+      ['another row’s creation time', forgeJwt({ alg: 'HS256' }, { ...claims, uc: aliceCreated + 1 }, key)],
       ['the raw secret instead of the derived key', forgeJwt({ alg: 'HS256' }, claims, secret)],
       [
         'embedded jwk with the attacker key',
@@ -300,14 +316,32 @@ describe('signed links', () => {
 
   test('forged with the real link key it works; any other key, transplant or path trick fails', async () => {
     const expires = now() + 600;
-    const signWith = (k: Buffer, path: string, exp = expires) =>
-      `${createHmac('sha256', k).update(`${path}:${exp}`).digest('base64').replaceAll('+', '-').replaceAll('/', '_')}:${exp}`;
+    // Ferry's links sign the path, the expiry and the blob's nonce (issue 12).
+    const [blob] = await server.sql<{ nonce: string }>(
+      'SELECT b.nonce FROM blobs b JOIN files f ON f.blob_id = b.id WHERE f.name = ?',
+      ['a.txt'],
+    );
+    const nonce = blob!.nonce;
+    const signWith = (k: Buffer, path: string, exp = expires, binding: string | null = nonce) =>
+      `${createHmac('sha256', k)
+        .update(binding === null ? `${path}:${exp}` : `${path}:${exp}:${binding}`)
+        .digest('base64')
+        .replaceAll('+', '-')
+        .replaceAll('/', '_')}:${exp}`;
     const path = decodeURIComponent(url.pathname);
     assert.equal(await code(with_(url.pathname, signWith(linkKey(secret), path))), 200, 'real key');
     const aliceSign = url.searchParams.get('sign')!;
     const bobSign = bobUrl.searchParams.get('sign')!;
     const vectors: Array<[string, string]> = [
       ['other key', with_(url.pathname, signWith(randomBytes(32), path))],
+      [
+        'the real key without the nonce (Cloudreve’s input)',
+        with_(url.pathname, signWith(linkKey(secret), path, expires, null)),
+      ],
+      [
+        'the real key with another nonce',
+        with_(url.pathname, signWith(linkKey(secret), path, expires, '0'.repeat(32))),
+      ],
       ['the JWT key', with_(url.pathname, signWith(jwtKey(secret), path))],
       ['the raw secret', with_(url.pathname, signWith(secret, path))],
       ["Bob's sign on Alice's path", with_(url.pathname, bobSign)],

@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import {
   ADMIN_PASSWORD,
   ROOT,
   startServer,
+  uploadFile,
   waitFor,
   type TestServer,
 } from '../helpers/server.ts';
@@ -28,8 +29,8 @@ interface Run {
   stderr: string;
 }
 
-function ferry(args: string[], input?: string, env: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(process.execPath, [join(ROOT, 'src', 'main.ts'), ...args], {
+function spawnFerry(args: string[], env: Record<string, string> = {}) {
+  return spawn(process.execPath, [join(ROOT, 'src', 'main.ts'), ...args], {
     cwd: home,
     env: {
       ...process.env,
@@ -40,6 +41,10 @@ function ferry(args: string[], input?: string, env: Record<string, string> = {})
     },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
+}
+
+function ferry(args: string[], input?: string, env: Record<string, string> = {}): Promise<Run> {
+  const child = spawnFerry(args, env);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -49,6 +54,25 @@ function ferry(args: string[], input?: string, env: Record<string, string> = {})
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** `ferry get` killed part-way (links throttled to 256 KiB/s meanwhile): the partial file's size. */
+async function interruptedGet(path: string, out: string): Promise<number> {
+  await server.sql(`UPDATE groups SET speed_limit = ? WHERE name = 'admin'`, [256 * 1024]);
+  const child = spawnFerry(['get', path, '-o', out]);
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  try {
+    await waitFor(
+      async () => (((await stat(out).catch(() => null))?.size ?? 0) >= 200_000 ? true : undefined),
+      30_000,
+      'a partial download',
+    );
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+    await server.sql(`UPDATE groups SET speed_limit = 0 WHERE name = 'admin'`);
+  }
+  return (await stat(out)).size;
+}
 
 describe('ferry client commands', { timeout: 180_000 }, () => {
   before(async () => {
@@ -123,8 +147,10 @@ describe('ferry client commands', { timeout: 180_000 }, () => {
     assert.match(got.stdout, /saved/);
     assert.equal(sha256(await readFile(out)), expectedSha256(size, 41));
 
-    // A partial file is resumed with Range, not fetched again.
-    await truncate(out, 1_000_000);
+    // A partial file left by an interrupted get is resumed with Range, not fetched again.
+    await rm(out);
+    const partial = await interruptedGet('/cli in/data.bin', out);
+    assert.ok(partial < size, `partial ${partial}`);
     const resumed = await ferry(['get', '/cli in/data.bin', '-o', out]);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stdout, /resumed .*got\.bin/);
@@ -134,11 +160,35 @@ describe('ferry client commands', { timeout: 180_000 }, () => {
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /already complete/);
 
+    // A file of another size that get did not leave half-done is fetched whole, not appended to.
+    await truncate(out, 1_000_000);
+    const whole = await ferry(['get', '/cli in/data.bin', '-o', out]);
+    assert.equal(whole.code, 0, whole.stderr);
+    assert.match(whole.stdout, /saved/);
+    assert.equal(sha256(await readFile(out)), expectedSha256(size, 41));
+
     // Default output name: the file's own name, in the working directory.
     await writeFile(join(home, 'data.bin'), '');
     const named = await ferry(['get', 'cli in/data.bin']);
     assert.equal(named.code, 0, named.stderr);
     assert.equal(sha256(await readFile(join(home, 'data.bin'))), expectedSha256(size, 41));
+  });
+
+  test('get never resumes a partial file onto another file now at the same path (issue 12)', async () => {
+    const size = 2 * 1024 * 1024;
+    const first = randomBytes(size);
+    const second = randomBytes(size);
+    await uploadFile(server, access, 'cloudreve://my/swap.bin', first);
+    const out = join(home, 'swap.bin');
+    const partial = await interruptedGet('/swap.bin', out);
+    assert.ok(partial > 0 && partial < size);
+    // Deleted and uploaded again, same name and size, other bytes (blob ids may even recur).
+    await server.api('DELETE', '/file', { token: access, body: { uris: ['cloudreve://my/swap.bin'] } });
+    await uploadFile(server, access, 'cloudreve://my/swap.bin', second);
+    const r = await ferry(['get', '/swap.bin', '-o', out]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /saved/);
+    assert.equal(sha256(await readFile(out)), sha256(second), 'the new file whole, not old head + new tail');
   });
 
   test('add reports refused sources and exits non-zero', async () => {

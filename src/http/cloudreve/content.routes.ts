@@ -1,10 +1,13 @@
 // Public (signed) routes: blob content and archive zips. No session: the signature is the
-// credential, checked against the request's decoded path before anything is read.
+// credential. Its form and expiry are checked before anything is read; its MAC covers the
+// decoded path and the nonce of the blob row actually found, so a link can only ever serve the
+// blob it was made for, whatever now holds that id.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { AppError } from '../../domain/errors.ts';
 import { FOLDER, type FileRow } from '../../services/files.service.ts';
 import type { Services } from '../../services/index.ts';
+import { ARCHIVE_BINDING, EMPTY_BINDING } from '../../services/links.service.ts';
 import { BlobNotFoundError } from '../../storage/port.ts';
 import { sendBlob, takeOver } from '../send-blob.ts';
 import { zipInWorker, type WorkerZipEntry } from '../zip-offload.ts';
@@ -50,10 +53,12 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
       'access-control-expose-headers': CORS_HEADERS['access-control-expose-headers'],
     });
     const query = request.query as Record<string, unknown>;
-    links.verify(decodedPath(request), query.sign);
+    links.expiryOf(query.sign);
+    const path = decodedPath(request);
     const { entity, speed, name } = request.params as { entity: string; speed: string; name: string };
     const blobId = ctx.ids.decode('entity', entity);
-    if (blobId === null) throw new AppError('PARAM_INVALID', 'Failed to parse object ID');
+    // No link is ever signed over an entity that does not decode.
+    if (blobId === null) throw new AppError('INVALID_SIGN', 'invalid sign');
     const speedLimit = /^\d{1,12}$/.test(speed) ? Number(speed) : 0;
     const download = typeof query.download === 'string' && query.download !== '';
     const common = {
@@ -65,6 +70,7 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
     if (request.method === 'GET') reply.header('content-security-policy', 'sandbox');
     if (blobId === 0) {
       // An empty file has no blob.
+      links.verify(path, query.sign, EMPTY_BINDING);
       return sendBlob(request, reply, {
         ...common,
         size: 0,
@@ -76,12 +82,14 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
     const missing = () => reply.code(404).type('text/plain').send('Entity data does not exist.');
     const blob = await ctx.db.selectFrom('blobs').selectAll().where('id', '=', blobId).executeTakeFirst();
     if (!blob) return missing();
+    links.verify(path, query.sign, blob.nonce);
     try {
       return await sendBlob(request, reply, {
         ...common,
         size: blob.size,
         modifiedAt: new Date(blob.created_at),
-        etag: `"${entity}"`,
+        // The nonce, not just the id: an ETag (and If-Range) of a deleted blob never matches another.
+        etag: `"${entity}.${blob.nonce}"`,
         open: (range) => ctx.storage.read(blob.storage_key, range),
         ...(openReader ? { openReader: () => openReader(blob.storage_key) } : {}),
       });
@@ -94,7 +102,7 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
   app.get('/file/content/:entity/:speed/:name', serveContent);
 
   app.get('/file/archive/:session/archive.zip', async (request, reply) => {
-    links.verify(decodedPath(request), (request.query as Record<string, unknown>).sign);
+    links.verify(decodedPath(request), (request.query as Record<string, unknown>).sign, ARCHIVE_BINDING);
     const { session } = request.params as { session: string };
     if (!/^[0-9a-f-]{36}$/i.test(session)) throw new AppError('NOT_FOUND', 'Archive session not exist');
     const { files: roots } = await links.archiveSession(session);
@@ -190,11 +198,12 @@ export function registerContentRoutes(app: FastifyInstance, services: Services):
           done(error);
         }),
     };
-    /** blob id → CRC-32 computed by this archive, kept for the next one */
-    const computed = new Map<number, number>();
+    /** blob id → nonce and CRC-32 computed by this archive, kept for the next one */
+    const computed = new Map<number, { nonce: string; crc: number }>();
     const remember = (index: number, crc: number): void => {
       const id = entries[index]?.file.blob_id;
-      if (id != null) computed.set(id, crc);
+      const blob = id == null ? undefined : blobs.get(id);
+      if (id != null && blob) computed.set(id, { nonce: blob.nonce, crc });
     };
     const written = workerEntries
       ? zipInWorker(workerEntries, sink, { signal: controller.signal }).then((crcs) => {

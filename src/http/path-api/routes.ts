@@ -320,7 +320,8 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
     return sendBlob(request, reply, {
       size: blob?.size ?? 0,
       modifiedAt: new Date(file.updated_at),
-      etag: `"${file.updated_at.toString(36)}-${file.size.toString(36)}-${(file.blob_id ?? 0).toString(36)}"`,
+      // The blob's nonce: an old ETag (If-Range, If-Match) never matches bytes of a later blob.
+      etag: `"${file.updated_at.toString(36)}-${file.size.toString(36)}-${(file.blob_id ?? 0).toString(36)}-${blob?.nonce ?? ''}"`,
       fileName: file.name,
       disposition: download ? 'attachment' : 'inline',
       cacheControl: 'no-cache',
