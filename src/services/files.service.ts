@@ -5,6 +5,8 @@ import { AppError, BatchError } from '../domain/errors.ts';
 import { parseFileUri } from '../domain/file-uri.ts';
 import type { DB, FilesTable } from '../db/schema.ts';
 import type { ServiceContext } from './context.ts';
+import { DiskSpace, isDiskFull } from './disk-space.ts';
+import { reservedBytes } from './quota.ts';
 import type { Actor } from './users.service.ts';
 
 export type FileRow = Selectable<FilesTable>;
@@ -86,8 +88,12 @@ function decodePageToken(token: string): PageCursor | { o: number } {
 
 export class FilesService {
   private readonly ctx: ServiceContext;
+  /** Free space on the data dir; new uploads and tasks require it above the floor. */
+  readonly disk: DiskSpace;
+
   constructor(ctx: ServiceContext) {
     this.ctx = ctx;
+    this.disk = new DiskSpace(ctx.config.dataDir, ctx.config.minFreeSpace);
   }
 
   async root(ownerId: number, db: Db = this.ctx.db): Promise<FileRow> {
@@ -399,14 +405,28 @@ export class FilesService {
       .execute();
   }
 
-  async remaining(ownerId: number): Promise<{ total: number; used: number }> {
-    const row = await this.ctx.db
+  /**
+   * The quota, the stored bytes, and the bytes reserved by open upload sessions and running
+   * downloads (`exceptTask`: leave out the task that asks, it is about to size itself).
+   */
+  async remaining(
+    ownerId: number,
+    options: { exceptTask?: number; db?: Db } = {},
+  ): Promise<{ total: number; used: number; reserved: number; sessions: number }> {
+    const db = options.db ?? this.ctx.db;
+    const row = await db
       .selectFrom('users')
       .innerJoin('groups', 'groups.id', 'users.group_id')
       .select(['users.storage_used', 'groups.quota_bytes'])
       .where('users.id', '=', ownerId)
       .executeTakeFirstOrThrow();
-    return { total: row.quota_bytes, used: row.storage_used };
+    const held = await reservedBytes(db, ownerId, this.ctx.clock.now(), options.exceptTask);
+    return {
+      total: row.quota_bytes,
+      used: row.storage_used,
+      reserved: held.uploads + held.tasks,
+      sessions: held.sessions,
+    };
   }
 
   /**
