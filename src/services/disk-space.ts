@@ -33,6 +33,16 @@ export class DiskSpace {
     return { free, min: this.#min, low: free !== null && free < this.#min };
   }
 
+  /** Whether the data dir has (almost) no space left at all, whatever the floor. */
+  async nearlyFull(): Promise<boolean> {
+    try {
+      const s = await statfs(this.#dir);
+      return s.bavail * s.bsize < 1024 * 1024;
+    } catch {
+      return false;
+    }
+  }
+
   /** Throws LOW_DISK_SPACE when free space is under the floor. */
   async require(): Promise<void> {
     const s = await this.state();

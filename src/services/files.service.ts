@@ -624,7 +624,42 @@ export class FilesService {
   async deleteTree(file: FileRow): Promise<void> {
     const items = file.type === FOLDER ? await this.walk(file) : [];
     const all = [file, ...items.map((i) => i.file)];
-    const orphanKeys = await this.ctx.db.transaction().execute(async (tx) => {
+    let orphanKeys: string[];
+    try {
+      orphanKeys = await this.deleteRows(file, all);
+    } catch (e) {
+      // SQLite rolls back a transaction that hit SQLITE_FULL itself, and Kysely's own rollback
+      // then fails with "no transaction is active", hiding the cause: ask the disk too.
+      if (!isDiskFull(e) && !(await this.disk.nearlyFull())) throw e;
+      // The database (SQLite in the data dir) cannot write on a full disk: free the bytes only
+      // these files use first, then write the rows. The files are going away either way.
+      for (const key of await this.soleBlobKeys(all))
+        await this.ctx.storage.delete(key).catch(() => undefined);
+      orphanKeys = await this.deleteRows(file, all);
+    }
+    for (const key of orphanKeys) await this.ctx.storage.delete(key).catch(() => undefined);
+  }
+
+  /** Storage keys of blobs referenced only by `files` (what deleting them makes unreferenced). */
+  private async soleBlobKeys(files: FileRow[]): Promise<string[]> {
+    const uses = new Map<number, number>();
+    for (const f of files) if (f.blob_id !== null) uses.set(f.blob_id, (uses.get(f.blob_id) ?? 0) + 1);
+    const ids = [...uses.keys()];
+    const keys: string[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.ctx.db
+        .selectFrom('blobs')
+        .select(['id', 'storage_key', 'ref_count'])
+        .where('id', 'in', ids.slice(i, i + 500))
+        .execute();
+      for (const b of rows) if (b.ref_count <= (uses.get(b.id) ?? 0)) keys.push(b.storage_key);
+    }
+    return keys;
+  }
+
+  /** Deletes the rows of `file` and its tree, releases the quota; returns keys now unreferenced. */
+  private async deleteRows(file: FileRow, all: FileRow[]): Promise<string[]> {
+    return this.ctx.db.transaction().execute(async (tx) => {
       const keys: string[] = [];
       let bytes = 0;
       for (const f of all) {
@@ -650,7 +685,6 @@ export class FilesService {
       await this.release(file.owner_id, bytes, tx);
       return keys;
     });
-    for (const key of orphanKeys) await this.ctx.storage.delete(key).catch(() => undefined);
   }
 
   async blobOf(
