@@ -68,8 +68,8 @@ function sendChunk(
         res.on('end', () => {
           try {
             resolve(JSON.parse(text) as { code: number; msg: string });
-          } catch (e) {
-            reject(e as Error);
+          } catch {
+            reject(new Error(`not JSON: ${text}`));
           }
         });
         res.on('error', reject);
