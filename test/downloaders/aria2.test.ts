@@ -514,10 +514,10 @@ describe('aria2 downloader: BitTorrent on a loopback swarm', () => {
     const methods: string[] = [];
     const call = e.rpc.call.bind(e.rpc);
     // Records what the engine asks the real daemon; the calls still go through.
-    e.rpc.call = (<T>(method: string, params: unknown[]) => {
+    e.rpc.call = <T>(method: string, params?: unknown[], signal?: AbortSignal) => {
       methods.push(method);
-      return call<T>(method, params);
-    }) as typeof e.rpc.call;
+      return call<T>(method, params, signal);
+    };
     const h = await harness({ kind: 'torrent', torrentFile: torrent }, { maxBytes: 20_000_000 });
     assert.equal((await rejection(e.download(h.job))).failure, 'TOO_LARGE');
     assert.ok(!methods.includes('aria2.addTorrent'), methods.join(', '));
