@@ -200,7 +200,10 @@ export async function createApp(config: Config): Promise<App> {
   services.tasks.onWork = (created) => scheduler.wake(created);
   const server = await buildServer(services, { logLevel: config.logLevel });
   runner.log = server.log;
-  const sweep = setInterval(() => void services.uploads.sweep().catch(() => undefined), 3600_000);
+  // Often enough that an idle upload's bytes go soon after it expires (at most every 10 min).
+  const sweepMs = Math.min(600_000, Math.max(1000, (config.uploadSessionIdle * 1000) / 4));
+  const sweep = setInterval(() => void services.uploads.sweep().catch(() => undefined), sweepMs);
+  void services.uploads.sweep().catch(() => undefined); // leftovers of the last run
   return {
     ...core,
     server,

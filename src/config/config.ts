@@ -25,6 +25,12 @@ export interface Config {
   maxFileSize: number;
   /** Chunk size upload sessions ask Cloudreve clients for (bytes), like a storage policy's. */
   uploadChunkSize: number;
+  /** Unfinished upload sessions one user may hold open; 0 = no cap. */
+  maxUploadSessions: number;
+  /** An upload session that receives no chunk for this long expires and loses its bytes (s). */
+  uploadSessionIdle: number;
+  /** Below this much free space (bytes) on the data dir, new uploads and tasks are refused and /readyz says so; 0 = off. */
+  minFreeSpace: number;
   /** Retries of a failed task before it errors for good. */
   taskRetries: number;
   /** How long a signed link lives (s). */
@@ -174,6 +180,24 @@ export const FLAGS: Record<string, FlagSpec> = {
     key: 'uploadChunkSize',
     kind: 'int',
     help: 'chunk size of upload sessions in bytes (26214400 = 25 MiB)',
+  },
+  'max-upload-sessions': {
+    type: 'string',
+    key: 'maxUploadSessions',
+    kind: 'int',
+    help: 'unfinished upload sessions per user, 0 = no cap (10)',
+  },
+  'upload-session-idle': {
+    type: 'string',
+    key: 'uploadSessionIdle',
+    kind: 'int',
+    help: 'seconds without a chunk before an upload session expires (3600)',
+  },
+  'min-free-space': {
+    type: 'string',
+    key: 'minFreeSpace',
+    kind: 'int',
+    help: 'bytes free on the data dir below which new uploads and tasks are refused, 0 = off (268435456)',
   },
   'task-retries': { type: 'string', key: 'taskRetries', kind: 'int', help: 'retries of a failed task (3)' },
   'link-ttl': {
@@ -341,6 +365,9 @@ export function defaults(): Config {
     globalSpeedLimit: 0,
     maxFileSize: 0,
     uploadChunkSize: 25 * 1024 * 1024,
+    maxUploadSessions: 10,
+    uploadSessionIdle: 3600,
+    minFreeSpace: 256 * 1024 * 1024,
     taskRetries: 3,
     linkTtl: 3600,
     logLevel: 'info',
@@ -520,6 +547,7 @@ export function loadConfig(
   if (!['in-process', 'pgboss'].includes(config.scheduler))
     problems.push('--scheduler: in-process or pgboss');
   if (config.leaseSeconds < 3) problems.push('--lease-seconds: at least 3');
+  if (config.uploadSessionIdle < 1) problems.push('--upload-session-idle: at least 1 second');
   if (problems.length) throw new ConfigError(problems.join('\n'));
 
   config.dataDir = resolve(config.dataDir);

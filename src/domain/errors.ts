@@ -24,6 +24,11 @@ export const ErrorCodes = {
   EMAIL_EXISTS: { cloudreve: 40032, status: 409, message: 'Email already in use' },
   FILE_TOO_LARGE: { cloudreve: 40049, status: 413, message: 'File too large' },
   INSUFFICIENT_CAPACITY: { cloudreve: 40051, status: 507, message: 'Insufficient capacity' },
+  TOO_MANY_UPLOAD_SESSIONS: {
+    cloudreve: 40026,
+    status: 429,
+    message: 'Too many unfinished uploads; finish or cancel one first',
+  },
   ILLEGAL_NAME: { cloudreve: 40052, status: 400, message: 'Invalid object name' },
   ROOT_PROTECTED: { cloudreve: 40053, status: 403, message: 'Root folder cannot be modified' },
   INVALID_SIGN: { cloudreve: 40071, status: 403, message: 'invalid sign' },
@@ -37,6 +42,7 @@ export const ErrorCodes = {
   SOURCE_INVALID: { cloudreve: 40001, status: 400, message: 'Invalid source URL' },
   DB_ERROR: { cloudreve: 50001, status: 503, message: 'Database error' },
   IO_FAILED: { cloudreve: 50004, status: 500, message: 'I/O failure' },
+  LOW_DISK_SPACE: { cloudreve: 50004, status: 507, message: 'The server is low on disk space' },
   INTERNAL: { cloudreve: 50005, status: 500, message: 'Internal error' },
   NODE_OFFLINE: { cloudreve: 50010, status: 503, message: 'Node offline' },
 } as const satisfies Record<string, { cloudreve: number; status: number; message: string }>;

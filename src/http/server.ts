@@ -115,10 +115,14 @@ export async function buildServer(
   app.get('/readyz', async (_request, reply) => {
     try {
       await services.ctx.db.selectFrom('settings').select('key').limit(1).execute();
-      return { ready: true };
     } catch {
-      return reply.code(503).send({ ready: false });
+      return reply.code(503).send({ ready: false, reason: 'database unavailable' });
     }
+    // Low disk: new uploads and tasks are refused, so the node is not ready for new work.
+    const disk = await services.files.disk.state();
+    if (disk.low)
+      return reply.code(503).send({ ready: false, reason: 'low disk space', free: disk.free, min: disk.min });
+    return { ready: true };
   });
   return app;
 }

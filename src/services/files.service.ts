@@ -5,6 +5,8 @@ import { AppError, BatchError } from '../domain/errors.ts';
 import { parseFileUri } from '../domain/file-uri.ts';
 import type { DB, FilesTable } from '../db/schema.ts';
 import type { ServiceContext } from './context.ts';
+import { DiskSpace, isDiskFull } from './disk-space.ts';
+import { reservedBytes } from './quota.ts';
 import type { Actor } from './users.service.ts';
 
 export type FileRow = Selectable<FilesTable>;
@@ -90,8 +92,12 @@ export class FilesService {
   private readonly ctx: ServiceContext;
   /** Told the ids of blobs this process deleted (the link cache drops their URLs). */
   private readonly blobsDeletedListeners: Array<(ids: readonly number[]) => void> = [];
+  /** Free space on the data dir; new uploads and tasks require it above the floor. */
+  readonly disk: DiskSpace;
+
   constructor(ctx: ServiceContext) {
     this.ctx = ctx;
+    this.disk = new DiskSpace(ctx.config.dataDir, ctx.config.minFreeSpace);
   }
 
   onBlobsDeleted(listener: (ids: readonly number[]) => void): void {
@@ -411,14 +417,28 @@ export class FilesService {
       .execute();
   }
 
-  async remaining(ownerId: number): Promise<{ total: number; used: number }> {
-    const row = await this.ctx.db
+  /**
+   * The quota, the stored bytes, and the bytes reserved by open upload sessions and running
+   * downloads (`exceptTask`: leave out the task that asks, it is about to size itself).
+   */
+  async remaining(
+    ownerId: number,
+    options: { exceptTask?: number; db?: Db } = {},
+  ): Promise<{ total: number; used: number; reserved: number; sessions: number }> {
+    const db = options.db ?? this.ctx.db;
+    const row = await db
       .selectFrom('users')
       .innerJoin('groups', 'groups.id', 'users.group_id')
       .select(['users.storage_used', 'groups.quota_bytes'])
       .where('users.id', '=', ownerId)
       .executeTakeFirstOrThrow();
-    return { total: row.quota_bytes, used: row.storage_used };
+    const held = await reservedBytes(db, ownerId, this.ctx.clock.now(), options.exceptTask);
+    return {
+      total: row.quota_bytes,
+      used: row.storage_used,
+      reserved: held.uploads + held.tasks,
+      sessions: held.sessions,
+    };
   }
 
   /**
@@ -616,6 +636,42 @@ export class FilesService {
   async deleteTree(file: FileRow): Promise<void> {
     const items = file.type === FOLDER ? await this.walk(file) : [];
     const all = [file, ...items.map((i) => i.file)];
+    let deleted: { keys: string[]; blobIds: number[] };
+    try {
+      deleted = await this.deleteRows(file, all);
+    } catch (e) {
+      // SQLite rolls back a transaction that hit SQLITE_FULL itself, and Kysely's own rollback
+      // then fails with "no transaction is active", hiding the cause: ask the disk too.
+      if (!isDiskFull(e) && !(await this.disk.nearlyFull())) throw e;
+      // The database (SQLite in the data dir) cannot write on a full disk: free the bytes only
+      // these files use first, then write the rows. The files are going away either way.
+      for (const key of await this.soleBlobKeys(all))
+        await this.ctx.storage.delete(key).catch(() => undefined);
+      deleted = await this.deleteRows(file, all);
+    }
+    if (deleted.blobIds.length) for (const listener of this.blobsDeletedListeners) listener(deleted.blobIds);
+    for (const key of deleted.keys) await this.ctx.storage.delete(key).catch(() => undefined);
+  }
+
+  /** Storage keys of blobs referenced only by `files` (what deleting them makes unreferenced). */
+  private async soleBlobKeys(files: FileRow[]): Promise<string[]> {
+    const uses = new Map<number, number>();
+    for (const f of files) if (f.blob_id !== null) uses.set(f.blob_id, (uses.get(f.blob_id) ?? 0) + 1);
+    const ids = [...uses.keys()];
+    const keys: string[] = [];
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.ctx.db
+        .selectFrom('blobs')
+        .select(['id', 'storage_key', 'ref_count'])
+        .where('id', 'in', ids.slice(i, i + 500))
+        .execute();
+      for (const b of rows) if (b.ref_count <= (uses.get(b.id) ?? 0)) keys.push(b.storage_key);
+    }
+    return keys;
+  }
+
+  /** Deletes the rows of `file` and its tree, releases the quota; returns the blobs now unreferenced. */
+  private async deleteRows(file: FileRow, all: FileRow[]): Promise<{ keys: string[]; blobIds: number[] }> {
     const deletedIds: number[] = [];
     const orphanKeys = await this.ctx.db.transaction().execute(async (tx) => {
       const keys: string[] = [];
@@ -647,8 +703,7 @@ export class FilesService {
       await this.release(file.owner_id, bytes, tx);
       return keys;
     });
-    if (deletedIds.length) for (const listener of this.blobsDeletedListeners) listener(deletedIds);
-    for (const key of orphanKeys) await this.ctx.storage.delete(key).catch(() => undefined);
+    return { keys: orphanKeys, blobIds: deletedIds };
   }
 
   async blobOf(

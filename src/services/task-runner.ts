@@ -184,8 +184,9 @@ export class TaskRunner {
       const downloader = this.downloaders.find((d) => d.canHandle(source));
       if (!downloader)
         throw new DownloadFailure('INVALID_URL', 'No configured downloader can handle this source');
-      const { total, used } = await this.files.remaining(task.owner_id);
-      const quotaLeft = Math.max(0, total - used);
+      // Open uploads and the owner's other running downloads hold part of the quota too.
+      const { total, used, reserved } = await this.files.remaining(task.owner_id, { exceptTask: task.id });
+      const quotaLeft = Math.max(0, total - used - reserved);
       const maxBytes =
         this.ctx.config.maxFileSize > 0 ? Math.min(quotaLeft, this.ctx.config.maxFileSize) : quotaLeft;
       await mkdir(staging, { recursive: true });

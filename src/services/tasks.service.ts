@@ -173,6 +173,7 @@ export class TasksService {
       throw new AppError('PARAM_INVALID', 'Invalid source files');
     if (!srcFile && sources.length === 0) throw new AppError('PARAM_INVALID', 'No source files');
     if (srcFile && sources.length > 0) throw new AppError('PARAM_INVALID', 'Invalid source files');
+    await this.files.disk.require(); // refuse new work while the data dir is low on space
     let dstSegments: string[];
     let owner: number;
     try {

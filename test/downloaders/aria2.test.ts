@@ -21,6 +21,7 @@ import {
   type Aria2DownloaderOptions,
 } from '../../src/downloaders/aria2/aria2.downloader.ts';
 import { freeLoopbackPort } from '../../src/downloaders/aria2/aria2.rpc.ts';
+import { encode } from '../../src/downloaders/bittorrent/bencode.ts';
 import { hexBitfieldToBase64 } from '../../src/downloaders/aria2/remote-torrent.ts';
 import {
   DownloadFailure,
@@ -495,6 +496,31 @@ describe('aria2 downloader: BitTorrent on a loopback swarm', () => {
   it('selection over maxBytes → TOO_LARGE', async () => {
     const h = await harness({ kind: 'torrent', torrentFile: swarm.torrentFile }, { maxBytes: MiB });
     assert.equal((await rejection(engine().download(h.job))).failure, 'TOO_LARGE');
+  });
+
+  it('a 100 GiB .torrent over maxBytes → TOO_LARGE before aria2 is given it', async () => {
+    // Hand-bencoded; its pieces exist nowhere.
+    const length = 100 * 1024 ** 3;
+    const pieceLength = 16 * MiB;
+    const torrent = encode({
+      info: {
+        name: 'huge.bin',
+        length,
+        'piece length': pieceLength,
+        pieces: Buffer.alloc(Math.ceil(length / pieceLength) * 20, 7),
+      },
+    });
+    const e = engine();
+    const methods: string[] = [];
+    const call = e.rpc.call.bind(e.rpc);
+    // Records what the engine asks the real daemon; the calls still go through.
+    e.rpc.call = <T>(method: string, params?: unknown[], signal?: AbortSignal) => {
+      methods.push(method);
+      return call<T>(method, params, signal);
+    };
+    const h = await harness({ kind: 'torrent', torrentFile: torrent }, { maxBytes: 20_000_000 });
+    assert.equal((await rejection(e.download(h.job))).failure, 'TOO_LARGE');
+    assert.ok(!methods.includes('aria2.addTorrent'), methods.join(', '));
   });
 
   it('seeding: stays in the seeding stage for the configured time, then resolves', async () => {

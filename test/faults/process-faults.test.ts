@@ -169,7 +169,17 @@ describe('disk full (16 MiB tmpfs data dir)', () => {
       return;
     }
     server = await startServer({
-      args: ['--allow-network', '127.0.0.1/32', '--task-retries', '0', '--data-dir', mountDir],
+      args: [
+        '--allow-network',
+        '127.0.0.1/32',
+        '--task-retries',
+        '0',
+        '--data-dir',
+        mountDir,
+        // The free-space floor would refuse these tasks up front; this test is about the write path.
+        '--min-free-space',
+        '0',
+      ],
     });
     const token = (await server.signIn()).access;
     await server.api('POST', '/file/create', { token, body: { uri: 'cloudreve://my/full', type: 'folder' } });

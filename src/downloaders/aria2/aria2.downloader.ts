@@ -284,6 +284,8 @@ export class Aria2Downloader implements Downloader {
     if (job.source.kind !== 'torrent') throw new DownloadFailure('INVALID_URL', 'not a torrent source');
     const prepared = await prepareSource(job.source, {
       policy: this.#policy,
+      maxBytes: job.maxBytes,
+      ...(job.selectedFiles ? { selectedFiles: job.selectedFiles } : {}),
       resolve: this.#o.resolve,
       trackers: true,
       maxTorrentFileBytes: this.#o.maxTorrentFileBytes,

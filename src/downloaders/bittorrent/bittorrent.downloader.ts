@@ -45,7 +45,7 @@ import { decode, isDict } from './bencode.ts';
 import { containedPath, TorrentFileStore } from './file-store.ts';
 import { parseInfo, type TorrentInfo } from './metainfo.ts';
 import { sanitizeTorrentPaths } from './paths.ts';
-import { prepareSource, type PreparedSource } from './torrent-source.ts';
+import { checkTorrentSize, prepareSource, type PreparedSource } from './torrent-source.ts';
 
 export interface BitTorrentDownloaderOptions {
   policy: OutboundPolicy;
@@ -148,6 +148,8 @@ export class BitTorrentDownloader implements Downloader {
     if (job.signal.aborted) throw new DownloadFailure('CANCELED', 'download canceled');
     const prepared = await prepareSource(job.source, {
       policy: this.#o.policy,
+      maxBytes: job.maxBytes,
+      ...(job.selectedFiles ? { selectedFiles: job.selectedFiles } : {}),
       resolve: this.#o.resolve,
       trackers: this.#o.trackers,
       maxTorrentFileBytes: this.#o.maxTorrentFileBytes,
@@ -156,6 +158,8 @@ export class BitTorrentDownloader implements Downloader {
     });
     if (job.signal.aborted) throw new DownloadFailure('CANCELED', 'download canceled');
     let shared = this.#torrents.get(prepared.infoHash);
+    // Joining a torrent whose metadata is known: refuse an oversized selection before joining.
+    if (shared?.info) checkTorrentSize(shared.info.files, job.selectedFiles, job.maxBytes);
     if (shared === undefined) {
       shared = new SharedTorrent(this, prepared);
       this.#torrents.set(prepared.infoHash, shared);
@@ -309,6 +313,9 @@ class SharedTorrent {
         this.torrent = torrent;
         torrent.on('error', (err: unknown) => this.abortAll(failureOf(err)));
         torrent.on('warning', () => undefined);
+        // A magnet's metadata arrived: webtorrent verifies (and allocates per piece) right after
+        // this event unless the torrent is destroyed in it, so oversized jobs are refused here.
+        torrent.on('metadata', () => this.#onMetadata());
         torrent.on('ready', () => this.#onReady());
         torrent.on('verified', (index: number) => this.#onVerified(index));
       } catch (err) {
@@ -347,6 +354,18 @@ class SharedTorrent {
         ),
       );
       return new TorrentFileStore(chunkLength, this.storeDir, []);
+    }
+  }
+
+  #onMetadata(): void {
+    const info = this.info;
+    if (info === null) return;
+    for (const job of [...this.jobs]) {
+      try {
+        checkTorrentSize(info.files, job.job.selectedFiles, job.job.maxBytes);
+      } catch (err) {
+        job.fail(failureOf(err)); // the last job leaving destroys the torrent before verification
+      }
     }
   }
 

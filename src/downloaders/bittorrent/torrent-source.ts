@@ -32,6 +32,9 @@ export interface SourceOptions {
   maxTorrentFileBytes: number;
   fetchTimeoutMs: number;
   signal: AbortSignal;
+  /** The job's size limit (quota left, --max-file-size) and selection: checked on the metadata. */
+  maxBytes?: number;
+  selectedFiles?: number[];
 }
 
 const MAX_TRACKERS = 50;
@@ -120,6 +123,28 @@ async function fetchTorrentFile(rawUrl: string, o: SourceOptions): Promise<Buffe
   }
 }
 
+/**
+ * Refuses (TOO_LARGE) a selection larger than `maxBytes` from the metadata alone, before any
+ * engine is given the torrent: a 100 GiB torrent used to cost a verification pass (CPU and
+ * hundreds of MiB) before the same answer. No selection = every file, as the engines start.
+ */
+export function checkTorrentSize(
+  files: ReadonlyArray<{ length: number }>,
+  selected: readonly number[] | undefined,
+  maxBytes: number | undefined,
+): void {
+  if (maxBytes === undefined || maxBytes <= 0) return;
+  const wanted = selected === undefined ? files.map((_, i) => i) : [...new Set(selected)];
+  let total = 0;
+  for (const i of wanted) total += files[i]?.length ?? 0;
+  if (total > maxBytes) {
+    throw new DownloadFailure(
+      'TOO_LARGE',
+      `selected files are ${total} bytes, over the limit of ${maxBytes}`,
+    );
+  }
+}
+
 /** Reads and cleans a torrent source. Throws DownloadFailure. */
 export async function prepareSource(source: TorrentSource, o: SourceOptions): Promise<PreparedSource> {
   let bytes: Buffer | undefined = source.torrentFile;
@@ -127,6 +152,7 @@ export async function prepareSource(source: TorrentSource, o: SourceOptions): Pr
     bytes = await fetchTorrentFile(source.torrentUrl, o);
   if (bytes !== undefined) {
     const parsed = parseTorrentFile(bytes);
+    checkTorrentSize(parsed.files, o.selectedFiles, o.maxBytes);
     const trackers = o.trackers ? await allowedTrackers(parsed.trackers, o.policy, o.resolve) : [];
     return {
       infoHash: parsed.infoHash,

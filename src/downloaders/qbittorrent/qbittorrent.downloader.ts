@@ -130,6 +130,8 @@ export class QbittorrentDownloader implements Downloader {
     if (job.signal.aborted) throw CANCELED();
     const prepared = await prepareSource(job.source, {
       policy: this.#o.policy,
+      maxBytes: job.maxBytes,
+      ...(job.selectedFiles ? { selectedFiles: job.selectedFiles } : {}),
       resolve: this.#o.resolve,
       trackers: true,
       maxTorrentFileBytes: this.#o.maxTorrentFileBytes ?? 10 * 1024 * 1024,

@@ -161,7 +161,9 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
   );
   app.get('/user/capacity', { schema: { tags: ['user'] } }, async (request) => {
     const actor = requireActor(request);
-    return ok(await files.remaining(actor.user.id));
+    // Unfinished uploads and running downloads count as used: they hold disk and quota.
+    const { total, used, reserved } = await files.remaining(actor.user.id);
+    return ok({ total, used: used + reserved });
   });
   app.get('/user/setting/nodes', { schema: { tags: ['user'] } }, async (request) => {
     const actor = requireActor(request);
