@@ -18,6 +18,7 @@ import * as initial from './migrations/0001_initial.ts';
 import * as taskFiles from './migrations/0002_task_files.ts';
 import * as fileListIndexes from './migrations/0003_file_list_indexes.ts';
 import * as blobCrc32 from './migrations/0004_blob_crc32.ts';
+import * as sessions from './migrations/0006_sessions.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -107,6 +108,7 @@ async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
     '0002_task_files': bind(taskFiles),
     '0003_file_list_indexes': bind(fileListIndexes),
     '0004_blob_crc32': bind(blobCrc32),
+    '0006_sessions': bind(sessions),
   };
   // Kysely takes an advisory lock on PostgreSQL, so several nodes can start at once.
   const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });

@@ -87,7 +87,16 @@ const FileUrlBody = Type.Object({
 const TokenBody = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
   expires_in_days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+  // Needed when the caller did not sign in with the password recently (or uses an API token).
+  password: Type.Optional(Type.String({ maxLength: 128 })),
 });
+// Cloudreve's PATCH /user/setting; only the password change is supported.
+const SettingBody = Type.Object({
+  current_password: Type.Optional(Type.String({ minLength: 4, maxLength: 128 })),
+  new_password: Type.Optional(Type.String({ minLength: 4, maxLength: 128 })),
+  keep_api_tokens: Type.Optional(Type.Boolean()),
+});
+const SignOutAllBody = Type.Object({ keep_api_tokens: Type.Optional(Type.Boolean()) });
 
 /**
  * The base of the links we hand out. Like Cloudreve: the configured site URL when asked for
@@ -111,7 +120,7 @@ export function siteBase(request: FastifyRequest, configured: string, forcePrima
 }
 
 export async function cloudreveRoutes(app: FastifyInstance, services: Services): Promise<void> {
-  const { auth, files, uploads, links, ctx } = services;
+  const { auth, files, uploads, links, users, ctx } = services;
   const ids = ctx.ids;
   app.setErrorHandler(cloudreveErrorHandler);
   app.setNotFoundHandler((request, reply) =>
@@ -160,6 +169,33 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
       .execute();
     return ok(nodes.map((n) => nodeDto(n, ids)));
   });
+  app.patch('/user/setting', { schema: { tags: ['user'], body: SettingBody } }, async (request) => {
+    const actor = requireActor(request);
+    const body = request.body as Static<typeof SettingBody>;
+    if ((body.current_password === undefined) !== (body.new_password === undefined))
+      throw new AppError('PARAM_INVALID', 'current_password and new_password go together');
+    if (body.current_password !== undefined && body.new_password !== undefined)
+      await auth.changePassword(
+        actor,
+        body.current_password,
+        body.new_password,
+        request.ip,
+        body.keep_api_tokens === true,
+      );
+    return ok();
+  });
+  // Ferry extension: sign out everywhere (every session; API tokens too unless kept).
+  app.delete(
+    '/user/setting/sessions',
+    { schema: { tags: ['user'], body: Type.Optional(SignOutAllBody) } },
+    async (request) => {
+      const body = (request.body ?? {}) as Static<typeof SignOutAllBody>;
+      await users.signOutEverywhere(requireActor(request).user.id, {
+        keepApiTokens: body.keep_api_tokens === true,
+      });
+      return ok();
+    },
+  );
   // Ferry extension: personal API tokens for scripts (Authorization: Bearer fry_...).
   app.get('/user/setting/tokens', { schema: { tags: ['user'] } }, async (request) => {
     const rows = await auth.listApiTokens(requireActor(request));
@@ -176,7 +212,10 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
   });
   app.post('/user/setting/tokens', { schema: { tags: ['user'], body: TokenBody } }, async (request) => {
     const body = request.body as Static<typeof TokenBody>;
-    const created = await auth.createApiToken(requireActor(request), body.name, body.expires_in_days);
+    const created = await auth.createApiToken(requireActor(request), body.name, body.expires_in_days, {
+      password: body.password,
+      clientAddress: request.ip,
+    });
     return ok({
       id: String(created.id),
       name: created.name,
