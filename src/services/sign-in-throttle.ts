@@ -25,12 +25,18 @@ export const DEFAULT_LIMITS: ThrottleLimits = {
   maxKeys: 100_000,
 };
 
-/** Failure times per key in a sliding window, least recently touched first. */
+/**
+ * Failure times per key in a sliding window, least recently touched first. When full, it drops
+ * expired keys, then keys below `protectAt` failures (least recent first), and only then keys
+ * at the limit — so a flood of one-off keys cannot wipe the counters that hold an attacker back.
+ */
 class FailureLog {
   private readonly entries = new Map<string, number[]>();
   private readonly maxKeys: number;
-  constructor(maxKeys: number) {
+  private readonly protectAt: number;
+  constructor(maxKeys: number, protectAt: number) {
     this.maxKeys = maxKeys;
+    this.protectAt = protectAt;
   }
   recent(key: string, now: number): number[] {
     const list = this.entries.get(key);
@@ -54,11 +60,14 @@ class FailureLog {
     return this.entries.size;
   }
   private shrink(now: number): void {
+    const target = Math.floor(this.maxKeys * 0.9);
     for (const [key, list] of this.entries) if (now - list.at(-1)! >= WINDOW_MS) this.entries.delete(key);
-    // Still full: drop the least recently touched tenth.
-    let drop = this.entries.size - Math.floor(this.maxKeys * 0.9);
+    for (const [key, list] of this.entries) {
+      if (this.entries.size <= target) return;
+      if (list.length < this.protectAt) this.entries.delete(key);
+    }
     for (const key of this.entries.keys()) {
-      if (drop-- <= 0) break;
+      if (this.entries.size <= target) return;
       this.entries.delete(key);
     }
   }
@@ -111,9 +120,9 @@ export class SignInThrottle {
 
   constructor(limits: Partial<ThrottleLimits> = {}) {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
-    this.pairs = new FailureLog(this.limits.maxKeys);
-    this.addresses = new FailureLog(this.limits.maxKeys);
-    this.accounts = new FailureLog(this.limits.maxKeys);
+    this.pairs = new FailureLog(this.limits.maxKeys, this.limits.perPair);
+    this.addresses = new FailureLog(this.limits.maxKeys, this.limits.perAddress);
+    this.accounts = new FailureLog(this.limits.maxKeys, this.limits.perAccount);
     this.known = new KnownAddresses(this.limits.maxKeys);
   }
 

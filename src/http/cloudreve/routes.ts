@@ -326,6 +326,7 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
     raw.post(
       '/file/upload/:sessionId/:index',
       {
+        config: { streamedBody: true },
         schema: {
           tags: ['upload'],
           params: Type.Object({
