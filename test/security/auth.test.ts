@@ -48,7 +48,7 @@ function signInFrom(
         res.on('end', () =>
           resolve({
             code: (JSON.parse(text) as { code: number }).code,
-            retryAfter: res.headers['retry-after'] as string | undefined,
+            retryAfter: res.headers['retry-after'],
           }),
         );
       },
