@@ -189,7 +189,8 @@ export class TasksService {
         : await this.files.resolve(owner, dstSegments);
       if (dstFolder.type !== FOLDER) throw new AppError('PATH_NOT_EXIST');
     } catch (e) {
-      throw new AppError(e instanceof AppError ? e.code : 'PATH_NOT_EXIST', 'Invalid destination');
+      if (!(e instanceof AppError)) throw e; // a database failure is not a bad destination
+      throw new AppError(e.code, 'Invalid destination');
     }
     const limit = actor.group.max_sources_per_request;
     if (limit > 0 && sources.length > limit) throw new AppError('TOO_MANY_SOURCES', '');
