@@ -15,6 +15,7 @@ import type { OutboundPolicy } from '../net/address-policy.ts';
 import type { ServiceContext } from './context.ts';
 import { FOLDER, type FilesService } from './files.service.ts';
 import type { Actor } from './users.service.ts';
+import { assertTaskRoom } from './task-limits.ts';
 
 export type TaskRow = Selectable<TasksTable>;
 
@@ -254,6 +255,12 @@ export class TasksService {
     if (preferredNodeId !== null) options.preferredNodeId = preferredNodeId;
     const selection = normalizeSelection(input.options?.selectFiles);
 
+    await assertTaskRoom(
+      this.ctx.db,
+      owner,
+      srcFile ? 1 : sources.length,
+      this.ctx.config.maxUnfinishedTasks,
+    );
     const tasks: TaskRow[] = [];
     const failures = new Map<string, AppError>();
     const now = this.ctx.clock.now();
