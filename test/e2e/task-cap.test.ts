@@ -24,8 +24,9 @@ after(async () => {
 });
 
 test('a user holds at most --max-unfinished-tasks queued or running tasks', async () => {
-  // The origin answers after a minute: every task stays unfinished during the test.
-  const slow = (n: number) => origin.route(`/slow-${n}.bin`, { size: 1000, delayMs: 60_000 });
+  // A trickle of 16 KiB/s for 64 MiB: the running task keeps making progress (no stall timeout
+  // ends it) and the others wait behind --max-concurrent-tasks 1, so none finishes here.
+  const slow = (n: number) => origin.route(`/slow-${n}.bin`, { size: 64 * 1024 * 1024, throttle: 16 * 1024 });
   const create = (src: string[]) =>
     server.api<Array<{ id: string }>>('POST', '/workflow/download', {
       token,
