@@ -10,7 +10,8 @@ const USAGE = `Usage:
   ferry worker --name <name> [flags]       run tasks as a worker node (PostgreSQL, shared pg-boss queues)
   ferry user add <email> --password <pw> [--group admin|user]
   ferry user list
-  ferry user passwd <email> --password <pw>
+  ferry user passwd <email> --password <pw> [--keep-api-tokens]
+  ferry user signout <email> [--keep-api-tokens]   sign the user out everywhere
   ferry user remove <email>
 
 Client (talks to a running Ferry over HTTP with an API token):
@@ -85,12 +86,14 @@ async function user(argv: string[]): Promise<void> {
   const { config, positionals, extra } = loadConfig(rest, process.env, {
     password: { type: 'string' },
     group: { type: 'string' },
+    'keep-api-tokens': { type: 'boolean' },
   });
   const core = await openCore(config);
   try {
     const { users } = core.services;
     const email = positionals[0];
     const password = extra.password as string | undefined;
+    const keepApiTokens = extra['keep-api-tokens'] === true;
     switch (action ?? '') {
       case 'add': {
         if (!email || !password)
@@ -110,9 +113,19 @@ async function user(argv: string[]): Promise<void> {
         break;
       case 'passwd':
         if (!email || !password) throw new ConfigError('usage: ferry user passwd <email> --password <pw>');
-        await users.setPassword(email, password);
-        console.log(`password changed for ${email}; their sessions are signed out`);
+        await users.setPassword(email, password, { keepApiTokens: keepApiTokens });
+        console.log(
+          `password changed for ${email}; their sessions are signed out${keepApiTokens ? ' (API tokens kept)' : ' and their API tokens revoked'}`,
+        );
         break;
+      case 'signout': {
+        if (!email) throw new ConfigError('usage: ferry user signout <email> [--keep-api-tokens]');
+        const found = await users.findByEmail(email);
+        if (!found) throw new ConfigError(`no user ${email}`);
+        const { apiTokensRevoked } = await users.signOutEverywhere(found.id, { keepApiTokens });
+        console.log(`${email} is signed out everywhere; ${apiTokensRevoked} API token(s) revoked`);
+        break;
+      }
       case 'remove':
         if (!email) throw new ConfigError('usage: ferry user remove <email>');
         await users.remove(email);

@@ -3,8 +3,9 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { LIMIT_FLAGS, limitDefaults, limitProblems, type LimitsConfig } from './limits.ts';
 
-export interface Config {
+export interface Config extends LimitsConfig {
   host: string;
   port: number;
   dataDir: string;
@@ -346,6 +347,7 @@ export const FLAGS: Record<string, FlagSpec> = {
     kind: 'int',
     help: "a dead node's tasks move to another node after this many seconds (30)",
   },
+  ...LIMIT_FLAGS,
 };
 
 export function defaults(): Config {
@@ -400,6 +402,7 @@ export function defaults(): Config {
     scheduler: 'in-process',
     runTasks: true,
     leaseSeconds: 30,
+    ...limitDefaults(),
   };
 }
 
@@ -548,6 +551,7 @@ export function loadConfig(
     problems.push('--scheduler: in-process or pgboss');
   if (config.leaseSeconds < 3) problems.push('--lease-seconds: at least 3');
   if (config.uploadSessionIdle < 1) problems.push('--upload-session-idle: at least 1 second');
+  problems.push(...limitProblems(config));
   if (problems.length) throw new ConfigError(problems.join('\n'));
 
   config.dataDir = resolve(config.dataDir);

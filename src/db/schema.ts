@@ -48,9 +48,19 @@ export interface ApiTokensTable {
   revoked_at: number | null;
 }
 
-export interface RevokedSessionsTable {
+/** One sign-in: a refresh chain (0006_sessions). */
+export interface SessionsTable {
   root_token_id: string;
+  user_id: number;
+  /** the jti of the one refresh token that may be used next */
+  current_jti: string;
+  /** the jti it replaced: reused within a few seconds it is a race, later a theft */
+  previous_jti: string | null;
+  rotated_at: number;
+  /** when the password was given */
+  auth_time: number;
   expires_at: number;
+  revoked_at: number | null;
 }
 
 export interface FilesTable {
@@ -159,7 +169,7 @@ export interface DB {
   groups: GroupsTable;
   users: UsersTable;
   api_tokens: ApiTokensTable;
-  revoked_sessions: RevokedSessionsTable;
+  sessions: SessionsTable;
   files: FilesTable;
   blobs: BlobsTable;
   upload_sessions: UploadSessionsTable;

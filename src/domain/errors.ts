@@ -31,6 +31,13 @@ export const ErrorCodes = {
   },
   ILLEGAL_NAME: { cloudreve: 40052, status: 400, message: 'Invalid object name' },
   ROOT_PROTECTED: { cloudreve: 40053, status: 403, message: 'Root folder cannot be modified' },
+  INCORRECT_PASSWORD: { cloudreve: 40069, status: 403, message: 'Incorrect password' },
+  RECENT_SIGN_IN_REQUIRED: {
+    cloudreve: 403,
+    status: 403,
+    message: 'Give your password, or sign in again, to do this',
+  },
+  TOO_MANY_TASKS: { cloudreve: 40048, status: 429, message: 'Too many unfinished tasks' },
   INVALID_SIGN: { cloudreve: 40071, status: 403, message: 'invalid sign' },
   TOO_MANY_URIS: { cloudreve: 40074, status: 400, message: 'Too many URIs' },
   ENTITY_NOT_EXIST: { cloudreve: 40077, status: 404, message: 'Entity not exist' },

@@ -10,6 +10,7 @@ import { cloudreveRoutes } from './cloudreve/routes.ts';
 import { pathApiRoutes } from './path-api/routes.ts';
 import { registerMetrics } from './metrics.ts';
 import { registerWebApp } from './web-app.ts';
+import { addRequestLimits } from './request-limits.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -51,10 +52,13 @@ export async function buildServer(
       const packet = (error as unknown as { rawPacket?: unknown }).rawPacket;
       const raw = Buffer.isBuffer(packet) ? packet.toString('latin1') : '';
       const target = /^[A-Z]+ (\S+)/.exec(raw)?.[1] ?? targets.get(socket) ?? '';
+      const code = (error as NodeJS.ErrnoException).code;
       const [status, label] =
-        (error as NodeJS.ErrnoException).code === 'HPE_HEADER_OVERFLOW'
+        code === 'HPE_HEADER_OVERFLOW'
           ? [431, 'Request Header Fields Too Large']
-          : [400, 'Bad Request'];
+          : code === 'ERR_HTTP_REQUEST_TIMEOUT' // headers not received within --headers-timeout
+            ? [408, 'Request Timeout']
+            : [400, 'Bad Request'];
       const body = JSON.stringify(
         target.startsWith('/api/v4')
           ? { code: 40001, msg: label }
@@ -66,6 +70,7 @@ export async function buildServer(
       );
     },
   });
+  addRequestLimits(app, services.ctx.config);
   app.server.prependListener('request', (req: { socket: object; url?: string }) =>
     targets.set(req.socket, req.url ?? ''),
   );

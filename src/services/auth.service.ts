@@ -1,48 +1,25 @@
-// Sign-in, token pairs (HS256 JWT as Cloudreve issues them), sign-out that really ends a
-// refresh chain, personal API tokens, and throttling of password guessing.
+// Sign-in, token pairs (HS256 JWT as Cloudreve issues them), sessions that sign-out, a
+// password change or "sign out everywhere" really end (access tokens included), refresh-token
+// rotation with reuse detection, personal API tokens, and throttling of password guessing.
 import { createHash, randomBytes, randomUUID, webcrypto } from 'node:crypto';
 import { SignJWT, jwtVerify } from 'jose';
 import { AppError } from '../domain/errors.ts';
 import type { ServiceContext } from './context.ts';
 import { dummyPasswordHash, verifyPassword } from './passwords.ts';
+import { SignInThrottle } from './sign-in-throttle.ts';
 import type { Actor, UsersService } from './users.service.ts';
 
 const ACCESS_TTL_S = 3600;
 const REFRESH_TTL_S = 14 * 24 * 3600;
 const API_TOKEN_PREFIX = 'fry_';
+/** A refresh token replaced this recently is a race between two tabs, not a stolen token. */
+const REUSE_GRACE_MS = 10_000;
 
 export interface TokenPair {
   access_token: string;
   refresh_token: string;
   access_expires: string;
   refresh_expires: string;
-}
-
-/** Failed attempts per key in a sliding window; a success clears the e-mail's counter. */
-class AttemptLimiter {
-  private readonly failures = new Map<string, number[]>();
-  private readonly limit: number;
-  private readonly windowMs: number;
-  constructor(limit: number, windowMs: number) {
-    this.limit = limit;
-    this.windowMs = windowMs;
-  }
-  /** Seconds to wait, or 0 when another attempt is allowed. */
-  retryAfter(key: string, now: number): number {
-    const recent = (this.failures.get(key) ?? []).filter((t) => now - t < this.windowMs);
-    if (recent.length === 0) this.failures.delete(key);
-    else this.failures.set(key, recent);
-    return recent.length >= this.limit ? Math.ceil((recent[0]! + this.windowMs - now) / 1000) : 0;
-  }
-  fail(key: string, now: number): void {
-    const list = this.failures.get(key) ?? [];
-    list.push(now);
-    this.failures.set(key, list);
-    if (this.failures.size > 100_000) this.failures.clear(); // bounded memory under a flood
-  }
-  clear(key: string): void {
-    this.failures.delete(key);
-  }
 }
 
 export class AuthService {
@@ -53,9 +30,7 @@ export class AuthService {
    * which roughly doubled the cost of authenticating a request.
    */
   private readonly key: Promise<webcrypto.CryptoKey>;
-  // 10 wrong passwords per account or 30 per client address in 15 minutes.
-  private readonly perEmail = new AttemptLimiter(10, 15 * 60_000);
-  private readonly perAddress = new AttemptLimiter(30, 15 * 60_000);
+  private readonly throttle = new SignInThrottle();
 
   constructor(ctx: ServiceContext, users: UsersService) {
     this.ctx = ctx;
@@ -69,6 +44,15 @@ export class AuthService {
     );
   }
 
+  /** Throws RATE_LIMITED while this account may not be tried from this address. */
+  private checkThrottle(account: string, clientAddress: string, now: number): void {
+    const wait = this.throttle.retryAfter(account, clientAddress, now);
+    if (wait > 0)
+      throw new AppError('RATE_LIMITED', `Too many sign-in attempts, try again in ${wait} s`, {
+        details: { retryAfter: wait },
+      });
+  }
+
   async signIn(
     email: string,
     password: string,
@@ -76,28 +60,40 @@ export class AuthService {
   ): Promise<{ actor: Actor; token: TokenPair }> {
     const now = this.ctx.clock.now();
     const emailKey = email.trim().toLowerCase();
-    const wait = Math.max(
-      this.perEmail.retryAfter(emailKey, now),
-      this.perAddress.retryAfter(clientAddress, now),
-    );
-    if (wait > 0)
-      throw new AppError('RATE_LIMITED', `Too many sign-in attempts, try again in ${wait} s`, {
-        details: { retryAfter: wait },
-      });
+    this.checkThrottle(emailKey, clientAddress, now);
     const user = await this.users.findByEmail(emailKey);
     const ok = await verifyPassword(password, user?.password_hash ?? (await dummyPasswordHash()));
     if (!user || !ok) {
-      this.perEmail.fail(emailKey, now);
-      this.perAddress.fail(clientAddress, now);
+      this.throttle.fail(emailKey, clientAddress, now);
       throw new AppError('WRONG_PASSWORD');
     }
-    this.perEmail.clear(emailKey);
+    this.throttle.succeed(emailKey, clientAddress, now);
     if (user.status !== 'active') throw new AppError('USER_BANNED');
     const actor = (await this.users.actor(user.id))!;
-    return { actor, token: await this.issue(actor, randomUUID()) };
+    await this.ctx.db
+      .deleteFrom('sessions')
+      .where('user_id', '=', user.id)
+      .where('expires_at', '<', now)
+      .execute();
+    const sid = randomUUID();
+    const jti = randomUUID();
+    await this.ctx.db
+      .insertInto('sessions')
+      .values({
+        root_token_id: sid,
+        user_id: user.id,
+        current_jti: jti,
+        previous_jti: null,
+        rotated_at: now,
+        auth_time: now,
+        expires_at: now + REFRESH_TTL_S * 1000,
+        revoked_at: null,
+      })
+      .execute();
+    return { actor, token: await this.issue(actor, sid, jti, now) };
   }
 
-  private async issue(actor: Actor, rootTokenId: string): Promise<TokenPair> {
+  private async issue(actor: Actor, sid: string, jti: string, authTime: number): Promise<TokenPair> {
     const now = this.ctx.clock.now();
     const sub = this.ctx.ids.encode('user', actor.user.id);
     const accessExp = Math.floor(now / 1000) + ACCESS_TTL_S;
@@ -106,7 +102,14 @@ export class AuthService {
     // a removed user never signs in a later user who got the same id (restored backup, manual
     // DELETE). Tokens without it (issued before 0005) are refused once; clients sign in again.
     const uc = actor.user.created_at;
-    const access = await new SignJWT({ token_type: 'access', uc })
+    // Access tokens name their session and the credential version, checked on every request.
+    const access = await new SignJWT({
+      token_type: 'access',
+      sid,
+      cv: actor.user.credential_version,
+      uc,
+      auth_time: Math.floor(authTime / 1000),
+    })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(sub)
       .setNotBefore(Math.floor(now / 1000) - 1)
@@ -114,10 +117,10 @@ export class AuthService {
       .sign(await this.key);
     const refresh = await new SignJWT({
       token_type: 'refresh',
-      root_token_id: rootTokenId,
+      root_token_id: sid,
       cv: actor.user.credential_version,
       uc,
-      jti: randomUUID(),
+      jti,
     })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(sub)
@@ -144,19 +147,37 @@ export class AuthService {
     }
   }
 
+  /**
+   * A new pair for the chain, replacing the refresh token used. Using a refresh token that was
+   * already replaced (outside a short grace for two tabs racing) means it was copied: the whole
+   * chain is signed out, access tokens included.
+   */
   async refresh(refreshToken: unknown): Promise<TokenPair> {
     const fail = () => new AppError('CREDENTIAL_INVALID', 'Failed to issue token pair');
     if (typeof refreshToken !== 'string') throw fail();
     const claims = await this.verify(refreshToken);
-    if (!claims || claims.token_type !== 'refresh' || typeof claims.root_token_id !== 'string') throw fail();
+    if (
+      !claims ||
+      claims.token_type !== 'refresh' ||
+      typeof claims.root_token_id !== 'string' ||
+      typeof claims.jti !== 'string'
+    )
+      throw fail();
     const userId = this.ctx.ids.decode('user', String(claims.sub));
     if (userId === null) throw fail();
-    const revoked = await this.ctx.db
-      .selectFrom('revoked_sessions')
-      .select('root_token_id')
+    const now = this.ctx.clock.now();
+    const session = await this.ctx.db
+      .selectFrom('sessions')
+      .selectAll()
       .where('root_token_id', '=', claims.root_token_id)
       .executeTakeFirst();
-    if (revoked) throw fail();
+    if (!session || session.user_id !== userId || session.revoked_at !== null || session.expires_at < now)
+      throw fail();
+    if (claims.jti !== session.current_jti) {
+      const race = claims.jti === session.previous_jti && now - session.rotated_at < REUSE_GRACE_MS;
+      if (!race) await this.revokeSession(session.root_token_id);
+      throw fail();
+    }
     const actor = await this.users.actor(userId);
     if (
       !actor ||
@@ -165,26 +186,73 @@ export class AuthService {
       actor.user.created_at !== claims.uc
     )
       throw fail();
-    return this.issue(actor, claims.root_token_id);
+    const jti = randomUUID();
+    // Compare-and-set: of two requests with the same token, one rotates.
+    const rotated = await this.ctx.db
+      .updateTable('sessions')
+      .set({
+        current_jti: jti,
+        previous_jti: claims.jti,
+        rotated_at: now,
+        expires_at: now + REFRESH_TTL_S * 1000,
+      })
+      .where('root_token_id', '=', session.root_token_id)
+      .where('current_jti', '=', claims.jti)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    if (Number(rotated.numUpdatedRows) === 0) throw fail();
+    return this.issue(actor, session.root_token_id, jti, session.auth_time);
   }
 
+  private async revokeSession(sid: string): Promise<void> {
+    await this.ctx.db
+      .updateTable('sessions')
+      .set({ revoked_at: this.ctx.clock.now() })
+      .where('root_token_id', '=', sid)
+      .where('revoked_at', 'is', null)
+      .execute();
+  }
+
+  /** Ends the refresh token's chain and every access token issued in it. */
   async signOut(refreshToken: unknown): Promise<void> {
     const claims = typeof refreshToken === 'string' ? await this.verify(refreshToken) : null;
     if (!claims || claims.token_type !== 'refresh' || typeof claims.root_token_id !== 'string') {
       throw new AppError('CREDENTIAL_INVALID', 'Failed to parse token');
     }
+    await this.revokeSession(claims.root_token_id);
+    await this.ctx.db.deleteFrom('sessions').where('expires_at', '<', this.ctx.clock.now()).execute();
+  }
+
+  /**
+   * The password check of sensitive actions (password change, API tokens without a recent
+   * sign-in): throttled like sign-in, so a stolen session cannot guess the password either.
+   */
+  async checkPassword(actor: Actor, password: string, clientAddress: string): Promise<void> {
     const now = this.ctx.clock.now();
-    await this.ctx.db
-      .insertInto('revoked_sessions')
-      .values({ root_token_id: claims.root_token_id, expires_at: now + (REFRESH_TTL_S + 10) * 1000 })
-      .onConflict((oc) => oc.column('root_token_id').doNothing())
-      .execute();
-    await this.ctx.db.deleteFrom('revoked_sessions').where('expires_at', '<', now).execute();
+    this.checkThrottle(actor.user.email, clientAddress, now);
+    if (!(await verifyPassword(password, actor.user.password_hash))) {
+      this.throttle.fail(actor.user.email, clientAddress, now);
+      throw new AppError('INCORRECT_PASSWORD');
+    }
+  }
+
+  /** PATCH /user/setting with current_password + new_password: every session ends. */
+  async changePassword(
+    actor: Actor,
+    current: string,
+    next: string,
+    clientAddress: string,
+    keepApiTokens = false,
+  ): Promise<void> {
+    await this.checkPassword(actor, current, clientAddress);
+    await this.users.setPassword(actor.user.email, next, { keepApiTokens });
   }
 
   /**
    * Resolves an Authorization header to a signed-in actor. Like Cloudreve, a token that
    * fails to verify makes the caller anonymous (null); a refresh token used as access fails.
+   * An access token whose session was signed out, or issued before a password change, is
+   * anonymous too.
    */
   async authenticate(header: string | undefined): Promise<Actor | null> {
     if (!header) return null;
@@ -208,7 +276,15 @@ export class AuthService {
     // Signed for another row under this id (or before 0005): not a credential, the caller is anonymous.
     if (actor.user.created_at !== claims.uc) return null;
     if (actor.user.status !== 'active') throw new AppError('USER_BANNED');
-    return actor;
+    if (claims.cv !== actor.user.credential_version || typeof claims.sid !== 'string') return null;
+    const session = await this.ctx.db
+      .selectFrom('sessions')
+      .select(['user_id', 'revoked_at'])
+      .where('root_token_id', '=', claims.sid)
+      .executeTakeFirst();
+    if (!session || session.user_id !== userId || session.revoked_at !== null) return null;
+    const authTime = typeof claims.auth_time === 'number' ? claims.auth_time * 1000 : null;
+    return { ...actor, credential: { kind: 'access', authTime, sessionId: claims.sid } };
   }
 
   private async authenticateApiToken(token: string): Promise<Actor | null> {
@@ -230,17 +306,33 @@ export class AuthService {
         .where('id', '=', row.id)
         .execute();
     }
-    return actor;
+    return { ...actor, credential: { kind: 'api_token', authTime: null } };
   }
 
+  /**
+   * A new API token. It outlives sessions, so it needs a recent sign-in (an access token from
+   * a password sign-in in the last --recent-sign-in-minutes) or the password in the request.
+   */
   async createApiToken(
     actor: Actor,
     name: string,
     expiresInDays?: number,
+    proof?: { password?: string | undefined; clientAddress: string },
   ): Promise<{ id: number; token: string; name: string; created_at: number; expires_at: number | null }> {
     const clean = name.trim();
     if (!clean || clean.length > 100)
       throw new AppError('PARAM_INVALID', 'Token name must be 1-100 characters');
+    if (proof?.password !== undefined) {
+      await this.checkPassword(actor, proof.password, proof.clientAddress);
+    } else {
+      const authTime = actor.credential?.kind === 'access' ? actor.credential.authTime : null;
+      const windowMs = this.ctx.config.recentSignInMinutes * 60_000;
+      if (authTime === null || this.ctx.clock.now() - authTime >= windowMs)
+        throw new AppError(
+          'RECENT_SIGN_IN_REQUIRED',
+          `Creating an API token needs your password, or a sign-in in the last ${this.ctx.config.recentSignInMinutes} minutes`,
+        );
+    }
     const count = await this.ctx.db
       .selectFrom('api_tokens')
       .select((eb) => eb.fn.countAll<number>().as('n'))

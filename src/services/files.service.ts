@@ -1,6 +1,7 @@
 // The user's file tree: folders and files addressed by path, blobs shared copy-on-write,
 // quota accounting, and the commit step that makes a finished upload or download visible.
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { isUniqueViolation } from '../db/errors.ts';
 import { AppError, BatchError } from '../domain/errors.ts';
 import { parseFileUri } from '../domain/file-uri.ts';
 import type { DB, FilesTable } from '../db/schema.ts';
@@ -320,6 +321,7 @@ export class FilesService {
             .executeTakeFirstOrThrow();
         } catch (e) {
           // Lost a race with a concurrent create of the same folder: use theirs.
+          if (!isUniqueViolation(e)) throw e;
           next = await this.child(current.id, name);
           if (!next) throw e;
         }
@@ -365,8 +367,10 @@ export class FilesService {
         .returningAll()
         .executeTakeFirstOrThrow();
       return { file, segments: parsed.segments };
-    } catch {
-      throw new AppError('OBJECT_EXISTS');
+    } catch (e) {
+      // Only a real name clash (lost a race) is the user's conflict; any other failure is ours.
+      if (isUniqueViolation(e)) throw new AppError('OBJECT_EXISTS');
+      throw e;
     }
   }
 
@@ -385,8 +389,10 @@ export class FilesService {
         .returningAll()
         .executeTakeFirstOrThrow();
       return { file, segments: [...located.segments.slice(0, -1), name] };
-    } catch {
-      throw new AppError('OBJECT_EXISTS');
+    } catch (e) {
+      // Only a real name clash (lost a race) is the user's conflict; any other failure is ours.
+      if (isUniqueViolation(e)) throw new AppError('OBJECT_EXISTS');
+      throw e;
     }
   }
 
@@ -568,8 +574,10 @@ export class FilesService {
         .set({ parent_id: folder.id, updated_at: this.ctx.clock.now() })
         .where('id', '=', file.id)
         .execute();
-    } catch {
-      throw new AppError('OBJECT_EXISTS');
+    } catch (e) {
+      // Only a real name clash (lost a race) is the user's conflict; any other failure is ours.
+      if (isUniqueViolation(e)) throw new AppError('OBJECT_EXISTS');
+      throw e;
     }
   }
 

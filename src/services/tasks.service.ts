@@ -15,6 +15,7 @@ import type { OutboundPolicy } from '../net/address-policy.ts';
 import type { ServiceContext } from './context.ts';
 import { FOLDER, type FilesService } from './files.service.ts';
 import type { Actor } from './users.service.ts';
+import { assertTaskRoom } from './task-limits.ts';
 
 export type TaskRow = Selectable<TasksTable>;
 
@@ -190,7 +191,8 @@ export class TasksService {
         : await this.files.resolve(owner, dstSegments);
       if (dstFolder.type !== FOLDER) throw new AppError('PATH_NOT_EXIST');
     } catch (e) {
-      throw new AppError(e instanceof AppError ? e.code : 'PATH_NOT_EXIST', 'Invalid destination');
+      if (!(e instanceof AppError)) throw e; // a database failure is not a bad destination
+      throw new AppError(e.code, 'Invalid destination');
     }
     const limit = actor.group.max_sources_per_request;
     if (limit > 0 && sources.length > limit) throw new AppError('TOO_MANY_SOURCES', '');
@@ -254,6 +256,12 @@ export class TasksService {
     if (preferredNodeId !== null) options.preferredNodeId = preferredNodeId;
     const selection = normalizeSelection(input.options?.selectFiles);
 
+    await assertTaskRoom(
+      this.ctx.db,
+      owner,
+      srcFile ? 1 : sources.length,
+      this.ctx.config.maxUnfinishedTasks,
+    );
     const tasks: TaskRow[] = [];
     const failures = new Map<string, AppError>();
     const now = this.ctx.clock.now();

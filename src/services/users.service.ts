@@ -1,9 +1,9 @@
 // Accounts and groups: creating users (each with a root folder), changing passwords,
 // removing users and their blobs, and the seed data of a fresh database.
 import { randomBytes } from 'node:crypto';
-import type { Selectable } from 'kysely';
+import type { Kysely, Selectable, Transaction } from 'kysely';
 import { AppError } from '../domain/errors.ts';
-import type { GroupsTable, UsersTable } from '../db/schema.ts';
+import type { DB, GroupsTable, UsersTable } from '../db/schema.ts';
 import type { ServiceContext } from './context.ts';
 import { hashPassword } from './passwords.ts';
 
@@ -12,6 +12,13 @@ export type GroupRow = Selectable<GroupsTable>;
 export interface Actor {
   user: UserRow;
   group: GroupRow;
+  /** How the request proved who it is; absent for actors made inside the server. */
+  credential?: {
+    kind: 'access' | 'api_token';
+    /** when the password was given for this session (ms), null for API tokens */
+    authTime: number | null;
+    sessionId?: string;
+  };
 }
 
 export const ADMIN_GROUP_ID = 1;
@@ -158,22 +165,60 @@ export class UsersService {
       .execute();
   }
 
-  /** Changing the password also bumps credential_version, which ends every refresh chain. */
-  async setPassword(email: string, password: string): Promise<void> {
+  /** Changing the password signs the user out everywhere (see signOutEverywhere). */
+  async setPassword(
+    email: string,
+    password: string,
+    options: { keepApiTokens?: boolean } = {},
+  ): Promise<void> {
     if (password.length < 4 || password.length > 128)
       throw new AppError('PARAM_INVALID', 'Password must be 4-128 characters');
     const user = await this.findByEmail(email);
     if (!user) throw new AppError('USER_NOT_FOUND');
     const passwordHash = await hashPassword(password);
-    await this.ctx.db
-      .updateTable('users')
-      .set((eb) => ({
-        password_hash: passwordHash,
-        credential_version: eb('credential_version', '+', 1),
-        updated_at: this.ctx.clock.now(),
-      }))
-      .where('id', '=', user.id)
-      .execute();
+    await this.ctx.db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('users')
+        .set({ password_hash: passwordHash, updated_at: this.ctx.clock.now() })
+        .where('id', '=', user.id)
+        .execute();
+      await this.signOutEverywhere(user.id, options, tx);
+    });
+  }
+
+  /**
+   * Ends every session of the user: bumping credential_version refuses their access and
+   * refresh tokens on the next request, the session rows are marked signed out, and — unless
+   * asked to keep them — their API tokens are revoked too.
+   */
+  async signOutEverywhere(
+    userId: number,
+    options: { keepApiTokens?: boolean } = {},
+    db: Kysely<DB> | Transaction<DB> = this.ctx.db,
+  ): Promise<{ apiTokensRevoked: number }> {
+    const now = this.ctx.clock.now();
+    const run = async (tx: Kysely<DB> | Transaction<DB>) => {
+      await tx
+        .updateTable('users')
+        .set((eb) => ({ credential_version: eb('credential_version', '+', 1), updated_at: now }))
+        .where('id', '=', userId)
+        .execute();
+      await tx
+        .updateTable('sessions')
+        .set({ revoked_at: now })
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .execute();
+      if (options.keepApiTokens) return { apiTokensRevoked: 0 };
+      const revoked = await tx
+        .updateTable('api_tokens')
+        .set({ revoked_at: now })
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return { apiTokensRevoked: Number(revoked.numUpdatedRows) };
+    };
+    return db.isTransaction ? run(db) : db.transaction().execute(run);
   }
 
   /** Removes the user, their files, tokens and tasks, and the blobs nobody else references. */
@@ -208,6 +253,7 @@ export class UsersService {
       await tx.deleteFrom('files').where('owner_id', '=', user.id).execute();
       await tx.deleteFrom('tasks').where('owner_id', '=', user.id).execute();
       await tx.deleteFrom('api_tokens').where('user_id', '=', user.id).execute();
+      await tx.deleteFrom('sessions').where('user_id', '=', user.id).execute();
       await tx.deleteFrom('upload_sessions').where('owner_id', '=', user.id).execute();
       await tx.deleteFrom('archive_sessions').where('owner_id', '=', user.id).execute();
       await tx.deleteFrom('users').where('id', '=', user.id).execute();

@@ -185,7 +185,7 @@ describe('tokens', () => {
     assert.equal(missing.body.code, 40001);
   });
 
-  test('sign-out ends the whole refresh chain; access tokens stay valid until exp', async () => {
+  test('sign-out ends the whole refresh chain and its access tokens at once', async () => {
     const { access, refresh } = await server.signIn();
     const next = await server.api<Token>('POST', '/session/token/refresh', {
       body: { refresh_token: refresh },
@@ -197,8 +197,11 @@ describe('tokens', () => {
       const r = await server.api('POST', '/session/token/refresh', { body: { refresh_token: token } });
       assert.equal(r.body.code, 40020, 'a refresh token of a signed-out chain keeps working');
     }
-    const me = await server.api('GET', '/user/me', { token: access });
-    assert.equal(me.body.code, 0);
+    // Not only refresh: every access token of the chain stops working now, not within the hour.
+    for (const token of [access, next.body.data!.access_token]) {
+      const me = await server.api('GET', '/user/me', { token });
+      assert.equal(me.body.code, 401, 'an access token of a signed-out chain keeps working');
+    }
     // Signing out twice is harmless; a token that does not parse is refused.
     assert.equal(
       (await server.api('DELETE', '/session/token', { body: { refresh_token: refresh } })).body.code,

@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { startServer, uploadFile, type TestServer } from '../helpers/server.ts';
 import { forgeJwt, jwtKey, linkKey, rawRequest, serverSecret } from './helpers.ts';
 
@@ -24,6 +25,39 @@ async function me(token: string | null, extra: Record<string, string> = {}, quer
     headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...extra },
   });
   return (await res.json()) as { code: number; data?: { id: string }; msg: string };
+}
+
+/** POST /session/token from a chosen loopback address (the socket's, which the server counts). */
+function signInFrom(
+  localAddress: string,
+  email: string,
+  password: string,
+): Promise<{ code: number; retryAfter: string | undefined }> {
+  const body = JSON.stringify({ email, password });
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port: server.port,
+        localAddress,
+        method: 'POST',
+        path: '/api/v4/session/token',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () =>
+          resolve({
+            code: (JSON.parse(text) as { code: number }).code,
+            retryAfter: res.headers['retry-after'],
+          }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 async function pathFace(
@@ -56,9 +90,11 @@ after(async () => {
 
 describe('JWT forgeries', () => {
   test('a token made with the real key and claims is accepted (the harness forges correctly)', async () => {
+    // An access token names its session and credential version; copy those from a real one.
+    const real = JSON.parse(Buffer.from(alice.access.split('.')[1]!, 'base64url').toString()) as object;
     const token = forgeJwt(
       { alg: 'HS256' },
-      { token_type: 'access', sub: alice.userId, uc: aliceCreated, nbf: now() - 5, exp: now() + 60 },
+      { ...real, token_type: 'access', sub: alice.userId, uc: aliceCreated, nbf: now() - 5, exp: now() + 60 },
       key,
     );
     assert.equal((await me(token)).data?.id, alice.userId);
@@ -468,5 +504,27 @@ describe('password guessing', () => {
     } finally {
       await s.stop();
     }
+  });
+
+  test('an attacker at one address cannot lock the owner out from another', async () => {
+    const email = 'owner@example.com';
+    await server.addUser(email, 'owner-password-1');
+    for (let i = 0; i < 12; i++) await signInFrom('127.0.0.2', email, `wrong-${i}`);
+    const attacker = await signInFrom('127.0.0.2', email, 'owner-password-1');
+    assert.equal(attacker.code, 40026, 'the guessing address is held back, even with the right password');
+    assert.ok(Number(attacker.retryAfter) > 0);
+    const owner = await signInFrom('127.0.0.1', email, 'owner-password-1');
+    assert.equal(owner.code, 0, 'the owner was locked out by guesses from another address');
+  });
+
+  test('guesses spread over many addresses delay new addresses, not one the owner used', async () => {
+    const email = 'spread@example.com';
+    await server.addUser(email, 'spread-password-1');
+    assert.equal((await signInFrom('127.0.0.1', email, 'spread-password-1')).code, 0);
+    // 100 failures on the account from 10 addresses (each under its own limits).
+    for (let a = 10; a < 20; a++)
+      for (let i = 0; i < 10; i++) await signInFrom(`127.0.0.${a}`, email, `wrong-${a}-${i}`);
+    assert.equal((await signInFrom('127.0.0.50', email, 'spread-password-1')).code, 40026);
+    assert.equal((await signInFrom('127.0.0.1', email, 'spread-password-1')).code, 0);
   });
 });

@@ -142,22 +142,31 @@ function forget(): void {
   }
 }
 
-/** Exchanges the stored refresh token for a new pair; false when there is none or it was refused. */
+/**
+ * Exchanges the stored refresh token for a new pair; false when there is none or it was refused.
+ * Refresh tokens are single-use: when another tab used the same one first, its replacement is
+ * in storage by now, and that one is tried instead of signing out.
+ */
 export function refreshSession(): Promise<boolean> {
   if (refreshing) return refreshing;
   const token = storedRefresh();
   if (!token) return Promise.resolve(false);
   refreshing = (async () => {
     try {
-      const res = await fetch(`${BASE}/session/token/refresh`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ refresh_token: token }),
-      });
-      const body = (await res.json()) as Envelope<TokenPair>;
-      if (body.code === 0 && body.data) {
-        storeTokens(body.data);
-        return true;
+      for (let attempt = 0, current = token; attempt < 2; attempt++) {
+        const res = await fetch(`${BASE}/session/token/refresh`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ refresh_token: current }),
+        });
+        const body = (await res.json()) as Envelope<TokenPair>;
+        if (body.code === 0 && body.data) {
+          storeTokens(body.data);
+          return true;
+        }
+        const newer = storedRefresh();
+        if (!newer || newer === current) break;
+        current = newer;
       }
       forget();
       return false;

@@ -1,6 +1,7 @@
 // The Cloudreve envelope {code, data, msg, error, aggregated_error, correlation_id}: HTTP 200
 // for results and errors alike, Cloudreve's numeric codes, a correlation id on errors.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isDatabaseError } from '../../db/errors.ts';
 import { AppError, BatchError, ErrorCodes } from '../../domain/errors.ts';
 
 export interface Envelope {
@@ -74,6 +75,7 @@ export function cloudreveErrorHandler(error: unknown, request: FastifyRequest, r
     return reply.code(200).send({ code: 40001, msg: 'Parameter error', correlation_id: correlationId });
   }
   const dbDown =
+    isDatabaseError(error) ||
     /ECONNREFUSED|ECONNRESET|terminat|Connection|SQLITE_BUSY|database|Query read timeout|timeout exceeded when trying to connect/i.test(
       String(fe.message),
     );

@@ -90,7 +90,11 @@ const FileUrlBody = Type.Object({
 const TokenBody = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
   expires_in_days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+  // Needed when the caller did not sign in with the password recently (or uses an API token).
+  password: Type.Optional(Type.String({ maxLength: 128 })),
 });
+// Cloudreve's PATCH /user/setting; only the password change is supported.
+const SignOutAllBody = Type.Object({ keep_api_tokens: Type.Optional(Type.Boolean()) });
 
 /**
  * The base of the links we hand out. Like Cloudreve: the configured site URL when asked for
@@ -114,7 +118,7 @@ export function siteBase(request: FastifyRequest, configured: string, forcePrima
 }
 
 export async function cloudreveRoutes(app: FastifyInstance, services: Services): Promise<void> {
-  const { auth, files, uploads, links, ctx } = services;
+  const { auth, files, uploads, links, users, ctx } = services;
   const ids = ctx.ids;
   app.setErrorHandler(cloudreveErrorHandler);
   // A body-less request that still says Content-Type: application/json (the SDK's DELETE
@@ -176,6 +180,18 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
       .execute();
     return ok(nodes.map((n) => nodeDto(n, ids)));
   });
+  // Ferry extension: sign out everywhere (every session; API tokens too unless kept).
+  app.delete(
+    '/user/setting/sessions',
+    { schema: { tags: ['user'], body: Type.Optional(SignOutAllBody) } },
+    async (request) => {
+      const body = (request.body ?? {}) as Static<typeof SignOutAllBody>;
+      await users.signOutEverywhere(requireActor(request).user.id, {
+        keepApiTokens: body.keep_api_tokens === true,
+      });
+      return ok();
+    },
+  );
   // Ferry extension: personal API tokens for scripts (Authorization: Bearer fry_...).
   app.get('/user/setting/tokens', { schema: { tags: ['user'] } }, async (request) => {
     const rows = await auth.listApiTokens(requireActor(request));
@@ -192,7 +208,10 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
   });
   app.post('/user/setting/tokens', { schema: { tags: ['user'], body: TokenBody } }, async (request) => {
     const body = request.body as Static<typeof TokenBody>;
-    const created = await auth.createApiToken(requireActor(request), body.name, body.expires_in_days);
+    const created = await auth.createApiToken(requireActor(request), body.name, body.expires_in_days, {
+      password: body.password,
+      clientAddress: request.ip,
+    });
     return ok({
       id: String(created.id),
       name: created.name,
@@ -315,6 +334,7 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
     raw.post(
       '/file/upload/:sessionId/:index',
       {
+        config: { streamedBody: true },
         schema: {
           tags: ['upload'],
           params: Type.Object({

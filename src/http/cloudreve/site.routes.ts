@@ -39,7 +39,11 @@ const AvatarQuery = Type.Object({
 const AppParams = Type.Object({ app_id: Type.String({ maxLength: 128 }) });
 const PatchSettingBody = Type.Object({
   nick: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  current_password: Type.Optional(Type.String({ minLength: 4, maxLength: 128 })),
+  new_password: Type.Optional(Type.String({ minLength: 4, maxLength: 128 })),
+  keep_api_tokens: Type.Optional(Type.Boolean()),
 });
+const SUPPORTED_SETTINGS = new Set(['nick', 'current_password', 'new_password', 'keep_api_tokens']);
 
 /** The anonymous user Cloudreve puts in the basic config of a request without a session. */
 function anonymousUser(ids: IdCodec) {
@@ -85,7 +89,7 @@ export function defaultAvatar(seed: string): string {
 }
 
 export function registerSiteRoutes(app: FastifyInstance, services: Services): void {
-  const { users, ctx } = services;
+  const { users, auth, ctx } = services;
   const ids = ctx.ids;
 
   const userById = async (hashId: string): Promise<Actor> => {
@@ -180,20 +184,36 @@ export function registerSiteRoutes(app: FastifyInstance, services: Services): vo
     });
   });
 
-  // The profile's nickname can change; everything else the settings page offers (password,
-  // 2FA, passkeys, theme, language, view sync) Ferry does not keep.
+  // The nickname and the password (Cloudreve's current_password + new_password, which signs the
+  // user out everywhere) can change; everything else the settings page offers (2FA, passkeys,
+  // theme, language, view sync) Ferry does not keep.
   app.patch('/user/setting', { schema: { tags: ['user'], body: PatchSettingBody } }, async (request) => {
     const actor = requireActor(request);
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const unsupported = Object.keys(body).filter((k) => k !== 'nick');
-    if (unsupported.length || body.nick === undefined)
+    const raw = (request.body ?? {}) as Record<string, unknown>;
+    const unsupported = Object.keys(raw).filter((k) => !SUPPORTED_SETTINGS.has(k));
+    const body = raw as Static<typeof PatchSettingBody>;
+    const passwordChange = body.current_password !== undefined || body.new_password !== undefined;
+    if (unsupported.length || (body.nick === undefined && !passwordChange))
       throw new AppError(
         'FEATURE_DISABLED',
         `Not supported by this server: ${unsupported.join(', ').slice(0, 200) || 'no setting given'}`,
       );
-    const nick = (body as Static<typeof PatchSettingBody>).nick!.trim();
-    if (!nick || /[\u0000-\u001f\u007f]/.test(nick)) throw new AppError('PARAM_INVALID', 'Invalid nickname');
-    await users.setNickname(actor.user.id, nick);
+    if ((body.current_password === undefined) !== (body.new_password === undefined))
+      throw new AppError('PARAM_INVALID', 'current_password and new_password go together');
+    if (body.nick !== undefined) {
+      const nick = body.nick.trim();
+      if (!nick || /[\u0000-\u001f\u007f]/.test(nick))
+        throw new AppError('PARAM_INVALID', 'Invalid nickname');
+      await users.setNickname(actor.user.id, nick);
+    }
+    if (body.current_password !== undefined && body.new_password !== undefined)
+      await auth.changePassword(
+        actor,
+        body.current_password,
+        body.new_password,
+        request.ip,
+        body.keep_api_tokens === true,
+      );
     return ok();
   });
 }

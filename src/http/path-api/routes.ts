@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isDatabaseError } from '../../db/errors.ts';
 import { AppError, ErrorCodes, isAppError } from '../../domain/errors.ts';
 import { formatFileUri } from '../../domain/file-uri.ts';
 import { sanitizeFileName } from '../../domain/file-name.ts';
@@ -166,6 +167,7 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
     // The database is down or unreachable (same test as the Cloudreve face's 50001): a 503 the
     // client may retry, not an internal error.
     if (
+      isDatabaseError(error) ||
       /ECONNREFUSED|ECONNRESET|terminat|Connection|SQLITE_BUSY|database|Query read timeout|timeout exceeded when trying to connect/i.test(
         String(fe.message),
       )

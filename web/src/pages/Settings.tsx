@@ -1,7 +1,7 @@
-// Settings: personal API tokens (for scripts and the `ferry` CLI). Password change needs a server
-// endpoint that does not exist yet; the page says so.
+// Settings: the password (changing it signs out everywhere, API tokens included) and personal
+// API tokens (for scripts and the `ferry` CLI; the password is asked for when the sign-in is old).
 import { useEffect, useState } from 'react';
-import { api, type ApiToken, type User } from '../api.ts';
+import { api, ApiError, signOut, type ApiToken, type User } from '../api.ts';
 import { Dialog } from '../components/Dialog.tsx';
 import { date } from '../format.ts';
 
@@ -14,6 +14,21 @@ export function Settings(props: { user: User }) {
   const [revoking, setRevoking] = useState<ApiToken | null>(null);
   const [copied, setCopied] = useState('');
   const [status, setStatus] = useState('');
+  const [needPassword, setNeedPassword] = useState(false);
+  const [password, setPassword] = useState('');
+  const [current, setCurrent] = useState('');
+  const [next, setNext] = useState('');
+  const [pwError, setPwError] = useState('');
+
+  const changePassword = async () => {
+    setPwError('');
+    try {
+      await api('PATCH', '/user/setting', { current_password: current, new_password: next });
+      await signOut(); // every session ended on the server, this one too
+    } catch (e) {
+      setPwError((e as Error).message);
+    }
+  };
 
   const load = () =>
     api<ApiToken[]>('GET', '/user/setting/tokens')
@@ -28,12 +43,16 @@ export function Settings(props: { user: User }) {
     try {
       const body: Record<string, unknown> = { name: name.trim() };
       if (days) body.expires_in_days = Number(days);
+      if (needPassword) body.password = password;
       const t = await api<{ name: string; token: string }>('POST', '/user/setting/tokens', body);
       setCreated(t);
       setName('');
       setDays('');
+      setPassword('');
       void load();
     } catch (e) {
+      // 403: the sign-in is too old to make a token without the password.
+      if (e instanceof ApiError && e.code === 403) setNeedPassword(true);
       setError((e as Error).message);
     }
   };
@@ -49,10 +68,47 @@ export function Settings(props: { user: User }) {
           <dt>Group</dt>
           <dd>{props.user.group.name}</dd>
         </dl>
+        <form
+          className="token-form"
+          onSubmit={(e) => {
+            e.preventDefault();
+            if (current && next.length >= 4) void changePassword();
+          }}
+        >
+          <div className="field grow">
+            <label htmlFor="pw-current">Current password</label>
+            <input
+              id="pw-current"
+              type="password"
+              autoComplete="current-password"
+              value={current}
+              onChange={(e) => setCurrent(e.target.value)}
+            />
+          </div>
+          <div className="field grow">
+            <label htmlFor="pw-new">New password</label>
+            <input
+              id="pw-new"
+              type="password"
+              autoComplete="new-password"
+              minLength={4}
+              maxLength={128}
+              value={next}
+              onChange={(e) => setNext(e.target.value)}
+            />
+          </div>
+          <button type="submit" className="btn" disabled={!current || next.length < 4}>
+            Change password
+          </button>
+        </form>
         <p className="muted small">
-          Changing the password from here needs a server endpoint that Ferry does not have yet; an admin can
-          run <code>ferry user passwd &lt;email&gt; --password …</code> on the server.
+          Changing the password signs you out everywhere and revokes your API tokens.
         </p>
+        {pwError && (
+          <p className="error" role="alert">
+            {pwError}
+          </p>
+        )}
       </div>
 
       <div className="card stack">
@@ -91,6 +147,18 @@ export function Settings(props: { user: User }) {
               onChange={(e) => setDays(e.target.value)}
             />
           </div>
+          {needPassword && (
+            <div className="field">
+              <label htmlFor="token-password">Your password</label>
+              <input
+                id="token-password"
+                type="password"
+                autoComplete="current-password"
+                value={password}
+                onChange={(e) => setPassword(e.target.value)}
+              />
+            </div>
+          )}
           <button type="submit" className="btn primary" disabled={!name.trim()}>
             Create token
           </button>
