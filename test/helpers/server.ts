@@ -27,7 +27,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function createThrowawayDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+export async function createThrowawayDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `ferry_test_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
