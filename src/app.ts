@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from './config/config.ts';
 import { openDatabase, type Database } from './db/database.ts';
+import { TasksRepository } from './db/tasks.repository.ts';
 import { IdCodec } from './domain/ids.ts';
 import { Aria2Downloader } from './downloaders/aria2/aria2.downloader.ts';
 import { startAria2Daemon } from './downloaders/aria2/aria2.rpc.ts';
@@ -67,6 +68,8 @@ async function setting(database: Database, key: string, create: () => string): P
 
 export interface Core {
   services: Services;
+  /** The tasks table's owner, for the runner and the schedulers. */
+  taskRepo: TasksRepository;
   database: Database;
   close(): Promise<void>;
 }
@@ -111,7 +114,8 @@ export async function openCore(
     storage,
     secret,
   };
-  const users = new UsersService(ctx);
+  const taskRepo = new TasksRepository(database.db, systemClock);
+  const users = new UsersService(ctx, taskRepo);
   await users.seed();
   const now = systemClock.now();
   await database.db
@@ -146,19 +150,21 @@ export async function openCore(
     links: new LinksService(ctx, files),
     tasks: new TasksService(
       ctx,
+      taskRepo,
       files,
       policy,
       options.registerNode ? await options.registerNode(database.db) : master.id,
     ),
     policy,
   };
-  return { services, database, close: () => database.close() };
+  return { services, taskRepo, database, close: () => database.close() };
 }
 
 /** The downloaders this node has and the runner that drives them (API nodes and workers alike). */
 export async function buildRunner(
   config: Config,
   services: Services,
+  taskRepo: TasksRepository,
 ): Promise<{ runner: TaskRunner; close(): Promise<void> }> {
   const built = await buildDownloaders(config, services);
   services.tasks.torrentSupported = built.downloaders.some((d) =>
@@ -166,6 +172,7 @@ export async function buildRunner(
   );
   const runner = new TaskRunner({
     ctx: services.ctx,
+    repo: taskRepo,
     tasks: services.tasks,
     files: services.files,
     users: services.users,
@@ -183,16 +190,16 @@ export interface App extends Core {
 export async function createApp(config: Config): Promise<App> {
   const core = await openCore(config);
   const { services } = core;
-  const built = await buildRunner(config, services);
+  const built = await buildRunner(config, services, core.taskRepo);
   const runner = built.runner;
   const scheduler =
     config.scheduler === 'pgboss'
       ? await (
           await import('./scheduler/pgboss.scheduler.ts')
-        ).PgBossScheduler.forApiNode(config, services, runner)
+        ).PgBossScheduler.forApiNode(config, services, core.taskRepo, runner)
       : new InProcessScheduler({
           db: services.ctx.db,
-          clock: services.ctx.clock,
+          repo: core.taskRepo,
           tasks: services.tasks,
           runner,
           maxConcurrent: config.maxConcurrentTasks,

@@ -11,8 +11,11 @@ export const TASK_STATUSES = [
 ] as const;
 export type TaskStatus = (typeof TASK_STATUSES)[number];
 
-/** '' not started · monitor downloading · transfer landing files in the drive · seeding */
-export type TaskPhase = '' | 'monitor' | 'transfer' | 'seeding';
+/**
+ * '' not started · metadata fetching a magnet's metadata · monitor downloading · transfer landing
+ * files in the drive · seeding
+ */
+export type TaskPhase = '' | 'metadata' | 'monitor' | 'transfer' | 'seeding';
 
 export const TRANSITIONS = {
   queued: ['processing', 'canceled', 'error'],

@@ -40,11 +40,7 @@ export function registerMetrics(app: FastifyInstance, services: Services): Regis
     if (cached && now - cached.at < SNAPSHOT_MS) return cached.value;
     const value = (async () => {
       const [rows, nodes] = await Promise.all([
-        db
-          .selectFrom('tasks')
-          .select(['status', 'node_id', (eb) => eb.fn.countAll<number | string>().as('n')])
-          .groupBy(['status', 'node_id'])
-          .execute(),
+        services.tasks.countByStatusAndNode(),
         db.selectFrom('nodes').select(['id', 'name']).execute(),
       ]);
       const names = new Map(nodes.map((n) => [n.id, n.name]));
@@ -108,23 +104,17 @@ export function registerMetrics(app: FastifyInstance, services: Services): Regis
     },
   });
   const onTask = ({ task }: TaskEvent) => {
-    let status: { downloaded?: unknown; download_speed?: unknown } = {};
-    try {
-      status = task.download_status ? (JSON.parse(task.download_status) as typeof status) : {};
-    } catch {
-      // not ours to judge
-    }
+    const status = task.download_status;
     const previous = active.get(task.id) ?? { downloaded: 0, speed: 0 };
-    const bytes = typeof status.downloaded === 'number' ? status.downloaded : previous.downloaded;
+    const bytes = status ? status.downloaded : previous.downloaded;
     if (bytes > previous.downloaded) downloaded.inc(bytes - previous.downloaded);
     if (task.status === 'completed' || task.status === 'error' || task.status === 'canceled') {
       active.delete(task.id);
       return;
     }
-    const runs = task.status === 'processing' && typeof status.download_speed === 'number';
     active.set(task.id, {
       downloaded: Math.max(bytes, previous.downloaded),
-      speed: runs ? (status.download_speed as number) : 0,
+      speed: task.status === 'processing' && status ? status.download_speed : 0,
     });
   };
   services.tasks.events.on('task', onTask);

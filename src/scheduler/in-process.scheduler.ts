@@ -5,9 +5,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { DB } from '../db/schema.ts';
-import type { Clock } from '../lib/clock.ts';
+import type { TasksRepository } from '../db/tasks.repository.ts';
+import type { Task } from '../domain/task.ts';
 import { SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
-import type { TaskRow, TasksService } from '../services/tasks.service.ts';
+import type { TasksService } from '../services/tasks.service.ts';
 import type { Scheduler } from './port.ts';
 
 const LEASE_MS = 30_000;
@@ -15,7 +16,7 @@ const TICK_MS = 1000;
 
 export class InProcessScheduler implements Scheduler {
   private readonly db: Kysely<DB>;
-  private readonly clock: Clock;
+  private readonly repo: TasksRepository;
   private readonly tasks: TasksService;
   private readonly runner: TaskRunner;
   private readonly maxConcurrent: number;
@@ -30,13 +31,13 @@ export class InProcessScheduler implements Scheduler {
 
   constructor(deps: {
     db: Kysely<DB>;
-    clock: Clock;
+    repo: TasksRepository;
     tasks: TasksService;
     runner: TaskRunner;
     maxConcurrent: number;
   }) {
     this.db = deps.db;
-    this.clock = deps.clock;
+    this.repo = deps.repo;
     this.tasks = deps.tasks;
     this.runner = deps.runner;
     this.maxConcurrent = deps.maxConcurrent;
@@ -45,25 +46,7 @@ export class InProcessScheduler implements Scheduler {
   async start(): Promise<void> {
     // Tasks this node was running when it last stopped (or died) go back to the queue and
     // resume from their checkpoints.
-    const now = this.clock.now();
-    await this.db
-      .updateTable('tasks')
-      .set({ status: 'queued', lease_owner: null, lease_expires_at: null, updated_at: now })
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'processing'),
-          // seeding tasks (suspending without a resume time) were running here too
-          eb.and([eb('status', '=', 'suspending'), eb('resume_time', 'is', null)]),
-        ]),
-      )
-      .where((eb) =>
-        eb.or([
-          eb('node_id', '=', this.tasks.nodeId),
-          eb('lease_expires_at', '<', now),
-          eb('lease_expires_at', 'is', null),
-        ]),
-      )
-      .execute();
+    await this.repo.requeueInterrupted(this.tasks.nodeId);
     await this.runner.sweepLeftovers().catch(() => undefined);
     this.timer = setInterval(() => this.wake(), TICK_MS);
     this.heartbeat = setInterval(() => void this.renewLeases(), LEASE_MS / 3);
@@ -92,20 +75,18 @@ export class InProcessScheduler implements Scheduler {
     while (!this.stopped && this.runningPromises.size < this.maxConcurrent) {
       const next = await this.pickNext();
       if (!next) return;
-      const now = this.clock.now();
-      const claimed = await this.tasks.transition(next.id, 'processing', {
-        lease_owner: this.lease,
-        lease_expires_at: now + LEASE_MS,
-        node_id: this.tasks.nodeId,
-        started_at: next.started_at ?? now,
-        resume_time: null,
+      const claimed = await this.repo.claim(next.id, {
+        lease: this.lease,
+        leaseMs: LEASE_MS,
+        nodeId: this.tasks.nodeId,
       });
       if (!claimed) continue; // someone canceled or claimed it first
+      this.tasks.emit(claimed);
       this.launch(claimed);
     }
   }
 
-  private launch(task: TaskRow): void {
+  private launch(task: Task): void {
     const controller = new AbortController();
     this.tasks.running.set(task.id, controller);
     const done = this.runner
@@ -127,12 +108,8 @@ export class InProcessScheduler implements Scheduler {
   private async requeue(taskId: number): Promise<void> {
     while (!this.stopped) {
       try {
-        await this.tasks.transition(
-          taskId,
-          'queued',
-          { lease_owner: null, lease_expires_at: null, resume_time: null },
-          this.lease,
-        );
+        const queued = await this.repo.requeue(taskId, this.lease);
+        if (queued) this.tasks.emit(queued);
         return; // queued again, or no longer ours (canceled, claimed elsewhere)
       } catch {
         await new Promise((resolve) => setTimeout(resolve, 2000));
@@ -141,41 +118,19 @@ export class InProcessScheduler implements Scheduler {
   }
 
   /** The oldest runnable task of the user with the fewest running tasks, within group limits. */
-  private async pickNext(): Promise<TaskRow | undefined> {
-    const now = this.clock.now();
-    const candidates = await this.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'queued'),
-          eb.and([eb('status', '=', 'suspending'), eb('resume_time', '<=', now)]),
-        ]),
-      )
-      .where('id', 'not in', [0, ...this.runningPromises.keys()])
-      .orderBy('id')
-      .limit(500)
-      .execute();
+  private async pickNext(): Promise<Task | undefined> {
+    const candidates = await this.repo.runnable([...this.runningPromises.keys()], 500);
     if (candidates.length === 0) return undefined;
     const owners = [...new Set(candidates.map((c) => c.owner_id))];
-    const runningCounts = await this.db
-      .selectFrom('tasks')
-      .innerJoin('users', 'users.id', 'tasks.owner_id')
-      .innerJoin('groups', 'groups.id', 'users.group_id')
-      .select(['tasks.owner_id', 'groups.max_concurrent_tasks', (eb) => eb.fn.countAll<number>().as('n')])
-      .where('tasks.status', '=', 'processing')
-      .where('tasks.owner_id', 'in', owners)
-      .groupBy(['tasks.owner_id', 'groups.max_concurrent_tasks'])
-      .execute();
+    const running = await this.repo.countProcessingByOwner(owners);
     const limits = await this.db
       .selectFrom('users')
       .innerJoin('groups', 'groups.id', 'users.group_id')
       .select(['users.id', 'groups.max_concurrent_tasks'])
       .where('users.id', 'in', owners)
       .execute();
-    const running = new Map(runningCounts.map((r) => [r.owner_id, Number(r.n)]));
     const limit = new Map(limits.map((l) => [l.id, l.max_concurrent_tasks]));
-    let best: TaskRow | undefined;
+    let best: Task | undefined;
     let bestLoad = Infinity;
     for (const owner of owners) {
       const load = running.get(owner) ?? 0;
@@ -192,13 +147,7 @@ export class InProcessScheduler implements Scheduler {
   private async renewLeases(): Promise<void> {
     const ids = [...this.runningPromises.keys()];
     if (ids.length === 0) return;
-    await this.db
-      .updateTable('tasks')
-      .set({ lease_expires_at: this.clock.now() + LEASE_MS })
-      .where('id', 'in', ids)
-      .where('lease_owner', '=', this.lease)
-      .execute()
-      .catch(() => undefined);
+    await this.repo.renewLeases(ids, this.lease, LEASE_MS).catch(() => undefined);
   }
 
   async stop(): Promise<void> {

@@ -7,15 +7,17 @@
 // again; another node resumes it from its checkpoint. Wake-ups are NOTIFY-fast (pg-bus.ts) with
 // a short polling backstop; cancels, file selections and progress travel on the same bus.
 import { randomUUID } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import { PgBoss, type Job } from 'pg-boss';
 import type { Config } from '../config/config.ts';
 import type { DB } from '../db/schema.ts';
+import type { TasksRepository } from '../db/tasks.repository.ts';
 import { encodeBoolset, NodeCapability } from '../domain/boolset.ts';
+import { selectionChanges, type FileChoice, type Task } from '../domain/task.ts';
 import type { Clock } from '../lib/clock.ts';
 import { SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
 import type { Services } from '../services/index.ts';
-import type { TaskControl, TaskOptions, TaskRow, TasksService } from '../services/tasks.service.ts';
+import type { TaskControl, TasksService } from '../services/tasks.service.ts';
 import { CHANNELS, PgBus } from './pg-bus.ts';
 import type { Scheduler } from './port.ts';
 
@@ -36,6 +38,7 @@ interface JobData {
 export interface PgBossSchedulerOptions {
   databaseUrl: string;
   db: Kysely<DB>;
+  repo: TasksRepository;
   clock: Clock;
   tasks: TasksService;
   /** Absent: this process runs no tasks (an API-only node); it still enqueues and supervises. */
@@ -93,7 +96,12 @@ export class PgBossScheduler implements Scheduler {
    * relays other nodes' changes to its event feed; it runs tasks itself unless --no-run-tasks,
    * and advertises the remote-download capability only when it does.
    */
-  static async forApiNode(config: Config, services: Services, runner: TaskRunner): Promise<PgBossScheduler> {
+  static async forApiNode(
+    config: Config,
+    services: Services,
+    repo: TasksRepository,
+    runner: TaskRunner,
+  ): Promise<PgBossScheduler> {
     const { db, clock } = services.ctx;
     await db
       .updateTable('nodes')
@@ -107,6 +115,7 @@ export class PgBossScheduler implements Scheduler {
     return new PgBossScheduler({
       databaseUrl: config.databaseUrl,
       db,
+      repo,
       clock,
       tasks: services.tasks,
       ...(config.runTasks ? { runner } : {}),
@@ -149,7 +158,7 @@ export class PgBossScheduler implements Scheduler {
   }
 
   /** New tasks go into a queue; then look for work here. */
-  wake(created?: readonly TaskRow[]): void {
+  wake(created?: readonly Task[]): void {
     if (this.stopped || !this.started) return;
     if (created?.length) void this.enqueueMany(created).catch((e) => this.o.onError?.(e));
     if (!this.runs) return;
@@ -172,8 +181,8 @@ export class PgBossScheduler implements Scheduler {
   // ---- enqueueing
 
   /** The queue a task waits in: its preferred node's while that node is alive, else the shared one. */
-  private async queueFor(task: TaskRow): Promise<string> {
-    const preferred = (JSON.parse(task.options) as TaskOptions).preferredNodeId;
+  private async queueFor(task: Task): Promise<string> {
+    const preferred = task.options.preferredNodeId;
     if (preferred === undefined) return SHARED_QUEUE;
     const node = await this.o.db
       .selectFrom('nodes')
@@ -190,26 +199,19 @@ export class PgBossScheduler implements Scheduler {
    * Fair share across users: a job's priority is minus the number of the owner's active tasks
    * ahead of it, so one user's thousand URLs do not starve another user's one.
    */
-  private async priorities(tasks: readonly TaskRow[]): Promise<Map<number, number>> {
+  private async priorities(tasks: readonly Task[]): Promise<Map<number, number>> {
     const out = new Map<number, number>();
-    const byOwner = new Map<number, TaskRow[]>();
+    const byOwner = new Map<number, Task[]>();
     for (const t of tasks) byOwner.set(t.owner_id, [...(byOwner.get(t.owner_id) ?? []), t]);
     for (const [owner, list] of byOwner) {
       list.sort((a, b) => a.id - b.id);
-      const ahead = await this.o.db
-        .selectFrom('tasks')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('owner_id', '=', owner)
-        .where('status', 'in', ['queued', 'processing', 'suspending'])
-        .where('id', '<', list[0]!.id)
-        .executeTakeFirst();
-      const base = Number(ahead?.n ?? 0);
+      const base = await this.o.repo.countActiveBefore(owner, list[0]!.id);
       list.forEach((t, i) => out.set(t.id, -Math.min(1_000_000, base + i)));
     }
     return out;
   }
 
-  private async enqueueMany(tasks: readonly TaskRow[], startAfter?: number): Promise<void> {
+  private async enqueueMany(tasks: readonly Task[], startAfter?: number): Promise<void> {
     const priorities = await this.priorities(tasks);
     const woken = new Set<string>();
     for (const task of tasks) {
@@ -256,7 +258,7 @@ export class PgBossScheduler implements Scheduler {
   /** Claims the task behind a job (if it still wants to run) and runs it here. */
   private async take(taskId: number): Promise<void> {
     const now = this.o.clock.now();
-    const task = await this.o.db.selectFrom('tasks').selectAll().where('id', '=', taskId).executeTakeFirst();
+    const task = await this.o.repo.get(taskId);
     if (!task) return;
     const runnable =
       task.status === 'queued' ||
@@ -267,26 +269,11 @@ export class PgBossScheduler implements Scheduler {
       await this.enqueueMany([task], now + 2000);
       return;
     }
-    const claimed = await this.o.db
-      .updateTable('tasks')
-      .set({
-        status: 'processing',
-        lease_owner: this.lease,
-        lease_expires_at: now + this.o.leaseMs,
-        node_id: this.o.nodeId,
-        started_at: sql<number>`coalesce(started_at, ${now})`,
-        resume_time: null,
-        updated_at: now,
-      })
-      .where('id', '=', taskId)
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'queued'),
-          eb.and([eb('status', '=', 'suspending'), eb('resume_time', '<=', now)]),
-        ]),
-      )
-      .returningAll()
-      .executeTakeFirst();
+    const claimed = await this.o.repo.claim(taskId, {
+      lease: this.lease,
+      leaseMs: this.o.leaseMs,
+      nodeId: this.o.nodeId,
+    });
     if (!claimed) return; // someone canceled or claimed it first
     this.o.tasks.emit(claimed);
     this.launch(claimed);
@@ -301,16 +288,10 @@ export class PgBossScheduler implements Scheduler {
       .executeTakeFirst();
     const max = group?.max_concurrent_tasks ?? 0;
     if (max <= 0) return false;
-    const running = await this.o.db
-      .selectFrom('tasks')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('owner_id', '=', ownerId)
-      .where('status', '=', 'processing')
-      .executeTakeFirst();
-    return Number(running?.n ?? 0) >= max;
+    return (await this.o.repo.countProcessing(ownerId)) >= max;
   }
 
-  private launch(task: TaskRow): void {
+  private launch(task: Task): void {
     const runner = this.o.runner!;
     const controller = new AbortController();
     this.o.tasks.running.set(task.id, controller);
@@ -329,7 +310,7 @@ export class PgBossScheduler implements Scheduler {
 
   /** A run ended: a task handed back (shutdown) or waiting to retry needs a job again. */
   private async afterRun(taskId: number): Promise<void> {
-    const row = await this.o.db.selectFrom('tasks').selectAll().where('id', '=', taskId).executeTakeFirst();
+    const row = await this.o.repo.get(taskId);
     if (!row || row.lease_owner !== null) return;
     if (row.status === 'queued') await this.enqueueMany([row]);
     else if (row.status === 'suspending' && row.resume_time !== null)
@@ -339,26 +320,14 @@ export class PgBossScheduler implements Scheduler {
   private async renewLeases(): Promise<void> {
     const ids = [...this.runningPromises.keys()];
     if (ids.length === 0) return;
-    const renewed = await this.o.db
-      .updateTable('tasks')
-      .set({ lease_expires_at: this.o.clock.now() + this.o.leaseMs })
-      .where('id', 'in', ids)
-      .where('lease_owner', '=', this.lease)
-      .returning('id')
-      .execute()
-      .catch(() => undefined);
+    const renewed = await this.o.repo.renewLeases(ids, this.lease, this.o.leaseMs).catch(() => undefined);
     if (!renewed) return; // database away: try again next time (the lease may lapse meanwhile)
-    const kept = new Set(renewed.map((r) => r.id));
+    const kept = new Set(renewed);
     for (const id of ids) {
       if (kept.has(id)) continue;
       // Finished meanwhile, or our lease lapsed and another node took it: stop without
       // touching its staging (the runner checks the owner before cleaning up).
-      const row = await this.o.db
-        .selectFrom('tasks')
-        .select(['status', 'lease_owner'])
-        .where('id', '=', id)
-        .executeTakeFirst()
-        .catch(() => undefined);
+      const row = await this.o.repo.get(id).catch(() => undefined);
       if (row?.lease_owner && row.lease_owner !== this.lease) this.o.tasks.running.get(id)?.abort(SHUTDOWN);
     }
   }
@@ -382,36 +351,15 @@ export class PgBossScheduler implements Scheduler {
   }
 
   /** The whole stored selection as changes (when it was too large for one signal). */
-  private async storedSelection(taskId: number): Promise<Array<{ index: number; download: boolean }>> {
-    const row = await this.o.db
-      .selectFrom('tasks')
-      .select(['selection', 'download_status'])
-      .where('id', '=', taskId)
-      .executeTakeFirst();
-    if (!row?.selection) return [];
-    const stored = JSON.parse(row.selection) as number[] | { exclude: number[]; include: number[] };
-    if (!Array.isArray(stored)) {
-      return [
-        ...stored.exclude.map((index) => ({ index, download: false })),
-        ...stored.include.map((index) => ({ index, download: true })),
-      ];
-    }
-    const wanted = new Set(stored);
-    const files = row.download_status
-      ? ((JSON.parse(row.download_status) as { files?: Array<{ index: number }> }).files ?? [])
-      : [];
-    return files.map((f) => ({ index: f.index, download: wanted.has(f.index) }));
+  private async storedSelection(taskId: number): Promise<FileChoice[]> {
+    const task = await this.o.repo.get(taskId);
+    return selectionChanges(task?.selection ?? null, task?.download_status?.files ?? []);
   }
 
   /** Other nodes' task changes, re-read and emitted on this node's event feed (SSE). */
   private async relay(ids: number[]): Promise<void> {
     if (ids.length === 0 || this.stopped) return;
-    const rows = await this.o.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('id', 'in', ids)
-      .execute()
-      .catch(() => []);
+    const rows = await this.o.repo.getMany(ids).catch(() => []);
     for (const task of rows) this.o.tasks.events.emit('task', { ownerId: task.owner_id, task });
   }
 
@@ -421,32 +369,11 @@ export class PgBossScheduler implements Scheduler {
     if (this.stopped) return;
     const now = this.o.clock.now();
     // 1. Tasks whose node stopped renewing their lease: back to the queue, resumed elsewhere.
-    const lapsed = await this.o.db
-      .updateTable('tasks')
-      .set({ status: 'queued', lease_owner: null, lease_expires_at: null, updated_at: now })
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'processing'),
-          eb.and([eb('status', '=', 'suspending'), eb('resume_time', 'is', null)]), // seeding
-        ]),
-      )
-      .where('lease_expires_at', '<', now)
-      .returningAll()
-      .execute();
+    const lapsed = await this.o.repo.requeueLapsed();
     for (const task of lapsed) this.o.tasks.emit(task);
     if (lapsed.length) await this.enqueueMany(lapsed);
     // 2. Waiting tasks without a live job (a send lost to a crash or a database hiccup).
-    const orphans = await sql<TaskRow>`
-      SELECT t.* FROM tasks t
-      WHERE (t.status = 'queued' OR (t.status = 'suspending' AND t.resume_time IS NOT NULL))
-        AND t.updated_at < ${now - ORPHAN_MS}
-        AND NOT EXISTS (
-          SELECT 1 FROM pgboss.job j
-          WHERE j.singleton_key = 'task-' || t.id AND j.state IN ('created', 'retry', 'active'))
-      ORDER BY t.id LIMIT 500`
-      .execute(this.o.db)
-      .then((r) => r.rows)
-      .catch(() => [] as TaskRow[]);
+    const orphans = await this.o.repo.waitingWithoutJob(now - ORPHAN_MS, 500).catch(() => [] as Task[]);
     const due = orphans.filter((t) => t.status === 'queued' || (t.resume_time ?? 0) <= now);
     const later = orphans.filter((t) => !due.includes(t));
     if (due.length) await this.enqueueMany(due);
@@ -463,19 +390,7 @@ export class PgBossScheduler implements Scheduler {
 
   /** A restarted worker (same unique name) takes its earlier incarnation's tasks back at once. */
   private async recoverOwn(): Promise<void> {
-    const now = this.o.clock.now();
-    const rows = await this.o.db
-      .updateTable('tasks')
-      .set({ status: 'queued', lease_owner: null, lease_expires_at: null, updated_at: now })
-      .where('node_id', '=', this.o.nodeId)
-      .where((eb) =>
-        eb.or([
-          eb('status', '=', 'processing'),
-          eb.and([eb('status', '=', 'suspending'), eb('resume_time', 'is', null)]),
-        ]),
-      )
-      .returningAll()
-      .execute();
+    const rows = await this.o.repo.requeueOfNode(this.o.nodeId);
     for (const task of rows) this.o.tasks.emit(task);
     if (rows.length) await this.enqueueMany(rows);
   }

@@ -65,11 +65,12 @@ export async function startWorkerNode(config: Config, name: string): Promise<Wor
   const core = await openCore(config, { registerNode: (db) => registerWorkerNode(db, name) });
   const { services } = core;
   const nodeId = services.tasks.nodeId;
-  const built = await buildRunner(config, services);
+  const built = await buildRunner(config, services, core.taskRepo);
   const runner = built.runner;
   const scheduler = new PgBossScheduler({
     databaseUrl: config.databaseUrl,
     db: services.ctx.db,
+    repo: core.taskRepo,
     clock: services.ctx.clock,
     tasks: services.tasks,
     runner,

@@ -3,11 +3,13 @@
 // a compare-and-set, so a cancel or a lost lease always wins over a late runner.
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { DB } from '../db/schema.ts';
+import type { TasksRepository } from '../db/tasks.repository.ts';
 import { AppError } from '../domain/errors.ts';
 import { sanitizeFileName } from '../domain/file-name.ts';
-import { FINISHED_STATUSES, retryDelayMs } from '../domain/task-state.ts';
+import { resolveSelection, selectionChanges, type DownloadStatus, type Task } from '../domain/task.ts';
+import { FINISHED_STATUSES, retryDelayMs, type TaskPhase } from '../domain/task-state.ts';
 import {
   DownloadFailure,
   type DownloadControl,
@@ -18,32 +20,14 @@ import {
 } from '../downloaders/port.ts';
 import type { ServiceContext } from './context.ts';
 import type { FilesService } from './files.service.ts';
-import { isTorrentTask, type TaskOptions, type TaskRow, type TasksService } from './tasks.service.ts';
+import { isTorrentTask, type TasksService } from './tasks.service.ts';
 import type { UsersService } from './users.service.ts';
 
 /** Why a running task's controller was aborted. */
 export const SHUTDOWN = 'shutdown';
 
-export interface DownloadStatusJson {
-  name: string;
-  state: 'downloading' | 'seeding' | 'completed' | 'error' | 'unknown';
-  total: number;
-  downloaded: number;
-  download_speed: number;
-  uploaded: number;
-  upload_speed: number;
-  hash?: string;
-  pieces?: string;
-  num_pieces?: number;
-  /** Ferry extensions */
-  connections?: number;
-  peers?: number;
-  files?: Array<{ index: number; name: string; size: number; progress: number; selected: boolean }>;
-  error_message?: string;
-}
-
-export function toStatusJson(p: DownloadProgress, state?: DownloadStatusJson['state']): DownloadStatusJson {
-  const json: DownloadStatusJson = {
+export function toStatusJson(p: DownloadProgress, state?: DownloadStatus['state']): DownloadStatus {
+  const json: DownloadStatus = {
     name: p.name,
     state: state ?? (p.stage === 'seeding' ? 'seeding' : 'downloading'),
     total: p.total ?? 0,
@@ -59,19 +43,6 @@ export function toStatusJson(p: DownloadProgress, state?: DownloadStatusJson['st
   if (p.numPieces) json.num_pieces = p.numPieces;
   if (p.peers !== undefined) json.peers = p.peers;
   return json;
-}
-
-/** The stored selection: an explicit list, or (chosen before metadata) exclusions/inclusions. */
-type StoredSelection = number[] | { exclude: number[]; include: number[] };
-
-/** Resolves a stored selection against the known file indexes (null = not known yet). */
-export function resolveSelection(stored: string | null, indexes: number[] | null): number[] | undefined {
-  if (!stored) return undefined;
-  const parsed = JSON.parse(stored) as StoredSelection;
-  if (Array.isArray(parsed)) return parsed;
-  if (!indexes) return undefined;
-  const exclude = new Set(parsed.exclude);
-  return indexes.filter((i) => !exclude.has(i) || parsed.include.includes(i));
 }
 
 /** The slice of a pino logger the runner uses (the server hands it its own). */
@@ -92,6 +63,7 @@ export interface SeedingPolicy {
 
 export class TaskRunner {
   private readonly ctx: ServiceContext;
+  private readonly repo: TasksRepository;
   private readonly tasks: TasksService;
   private readonly files: FilesService;
   private readonly users: UsersService;
@@ -102,6 +74,7 @@ export class TaskRunner {
 
   constructor(deps: {
     ctx: ServiceContext;
+    repo: TasksRepository;
     tasks: TasksService;
     files: FilesService;
     users: UsersService;
@@ -109,6 +82,7 @@ export class TaskRunner {
     seeding?: SeedingPolicy;
   }) {
     this.ctx = deps.ctx;
+    this.repo = deps.repo;
     this.tasks = deps.tasks;
     this.files = deps.files;
     this.users = deps.users;
@@ -117,12 +91,12 @@ export class TaskRunner {
       deps.seeding && (deps.seeding.ratio > 0 || deps.seeding.seconds > 0) ? deps.seeding : undefined;
   }
 
-  private async sourceOf(task: TaskRow, options: TaskOptions): Promise<DownloadSource> {
+  private async sourceOf(task: Task): Promise<DownloadSource> {
     if (task.src_file) {
       const file =
-        options.srcFileId === undefined
+        task.options.srcFileId === undefined
           ? undefined
-          : await this.files.getById(task.owner_id, options.srcFileId);
+          : await this.files.getById(task.owner_id, task.options.srcFileId);
       const blob = file ? await this.files.blobOf(file) : undefined;
       if (!blob) throw new DownloadFailure('INVALID_URL', 'The .torrent file is no longer in the drive');
       if (blob.size > 10 * 1024 * 1024)
@@ -141,11 +115,12 @@ export class TaskRunner {
     ) {
       return { kind: 'torrent', torrentUrl: task.src };
     }
-    return { kind: 'http', url: task.src, ...(options.headers ? { headers: options.headers } : {}) };
+    const headers = task.options.headers;
+    return { kind: 'http', url: task.src, ...(headers ? { headers } : {}) };
   }
 
-  async run(task: TaskRow, lease: string, controller: AbortController): Promise<void> {
-    const options = JSON.parse(task.options) as TaskOptions;
+  async run(task: Task, lease: string, controller: AbortController): Promise<void> {
+    const options = task.options;
     const log = this.log?.child({
       task_id: task.id,
       ...(options.correlation_id ? { correlation_id: options.correlation_id } : {}),
@@ -160,18 +135,9 @@ export class TaskRunner {
       const now = this.ctx.clock.now();
       if (!latest || (!force && now - lastWrite < 1000)) return writing;
       lastWrite = now;
-      const status = JSON.stringify(toStatusJson(latest));
+      const status = toStatusJson(latest);
       writing = writing
-        .then(() =>
-          this.ctx.db
-            .updateTable('tasks')
-            .set({ download_status: status, updated_at: now })
-            .where('id', '=', task.id)
-            .where('status', 'in', ['processing', 'suspending'])
-            .where('lease_owner', '=', lease)
-            .returningAll()
-            .executeTakeFirst(),
-        )
+        .then(() => this.repo.saveProgress(task.id, lease, status))
         .then((row) => row && this.tasks.emit(row))
         .catch(() => undefined); // progress is best effort; the next write carries it
       return writing;
@@ -180,7 +146,7 @@ export class TaskRunner {
     try {
       const actor = await this.users.actor(task.owner_id);
       if (!actor) throw new DownloadFailure('CANCELED', 'The task owner no longer exists');
-      const source = await this.sourceOf(task, options);
+      const source = await this.sourceOf(task);
       const downloader = this.downloaders.find((d) => d.canHandle(source));
       if (!downloader)
         throw new DownloadFailure('INVALID_URL', 'No configured downloader can handle this source');
@@ -197,7 +163,7 @@ export class TaskRunner {
       );
       phase = source.kind === 'torrent' && source.magnet ? 'metadata' : 'monitor';
 
-      const landed = new Set<number>(JSON.parse(task.landed) as number[]);
+      const landed = new Set<number>(task.landed);
       let landedSize = 0;
       let landedPath: string[] = [];
       const multiFile = source.kind === 'torrent';
@@ -206,11 +172,7 @@ export class TaskRunner {
         landedPath = await this.files.pathOf(committed);
         landedSize += committed.size;
         if (file.index !== undefined) landed.add(file.index);
-        await this.ctx.db
-          .updateTable('tasks')
-          .set({ landed: JSON.stringify([...landed]) })
-          .where('id', '=', task.id)
-          .execute();
+        await this.repo.saveLanded(task.id, [...landed]);
       };
       const selected = resolveSelection(task.selection, null);
 
@@ -224,7 +186,7 @@ export class TaskRunner {
         timeoutMs: (options.timeout ?? 0) * 1000,
         maxBytes,
         ...(options.checksum ? { checksum: options.checksum } : {}),
-        ...(task.checkpoint ? { resume: JSON.parse(task.checkpoint) as unknown } : {}),
+        ...(task.checkpoint !== null ? { resume: task.checkpoint } : {}),
         ...(selected ? { selectedFiles: selected } : {}),
         ...(multiFile && this.seeding ? { seeding: this.seeding } : {}),
         signal: controller.signal,
@@ -236,28 +198,15 @@ export class TaskRunner {
           }
           if (p.stage === 'seeding' && phase !== 'seeding') {
             phase = 'seeding';
-            void this.tasks
-              .transition(
-                task.id,
-                'suspending',
-                {
-                  phase: 'seeding',
-                  resume_time: null,
-                  download_status: JSON.stringify(toStatusJson(p, 'seeding')),
-                },
-                lease,
-              )
+            void this.repo
+              .startSeeding(task.id, lease, toStatusJson(p, 'seeding'))
+              .then((row) => row && this.tasks.emit(row))
               .catch(() => undefined);
           }
           void writeProgress();
         },
         checkpoint: async (state) => {
-          await this.ctx.db
-            .updateTable('tasks')
-            .set({ checkpoint: JSON.stringify(state) })
-            .where('id', '=', task.id)
-            .where('lease_owner', '=', lease)
-            .execute();
+          await this.repo.saveCheckpoint(task.id, lease, state);
         },
         attachControl: (control) => {
           this.tasks.controls.set(task.id, control);
@@ -278,8 +227,7 @@ export class TaskRunner {
       for (const [i, file] of remaining.entries()) {
         await land(file, !multiFile && i === remaining.length - 1);
       }
-      const now = this.ctx.clock.now();
-      const finalStatus = JSON.stringify({
+      const finalStatus: DownloadStatus = {
         ...toStatusJson(
           latest ?? {
             name: outcome.name,
@@ -293,32 +241,20 @@ export class TaskRunner {
         ),
         download_speed: 0,
         ...(multiFile ? {} : { total: landedSize, downloaded: landedSize }),
-      });
+      };
       const resultPath =
         multiFile && outcome.files.length > 1 ? landedPath.slice(0, -1).join('/') : landedPath.join('/');
       if (multiFile || remaining.length === 0) {
-        const done = await this.tasks.transition(
-          task.id,
-          'completed',
-          {
-            ended_at: now,
-            download_status: finalStatus,
-            checkpoint: null,
-            lease_owner: null,
-            lease_expires_at: null,
-            result_path: resultPath,
-            result_size: landedSize,
-          },
-          lease,
-        );
+        const done = await this.repo.complete(task.id, lease, {
+          download_status: finalStatus,
+          result_path: resultPath,
+          result_size: landedSize,
+        });
         if (!done) throw new DownloadFailure('CANCELED', 'canceled while landing');
+        this.tasks.emit(done);
       } else {
         // The landing transaction already recorded result_path/result_size and completed it.
-        const done = await this.ctx.db
-          .selectFrom('tasks')
-          .selectAll()
-          .where('id', '=', task.id)
-          .executeTakeFirst();
+        const done = await this.repo.get(task.id);
         if (done) this.tasks.emit(done);
       }
       log?.info({ size: landedSize, path: resultPath }, 'task run completed');
@@ -345,11 +281,7 @@ export class TaskRunner {
       .map(Number);
     for (let i = 0; i < ids.length; i += 500) {
       const batch = ids.slice(i, i + 500);
-      const rows = await this.ctx.db
-        .selectFrom('tasks')
-        .select(['id', 'status', 'download_status'])
-        .where('id', 'in', batch)
-        .execute();
+      const rows = await this.repo.getMany(batch);
       const byId = new Map(rows.map((r) => [r.id, r]));
       for (const id of batch) {
         const row = byId.get(id);
@@ -361,16 +293,9 @@ export class TaskRunner {
   }
 
   /** Deletes the task's landing keys that no blob row references (imported, never committed). */
-  private async deleteUncommittedBlobs(task: Pick<TaskRow, 'id' | 'download_status'>): Promise<void> {
+  private async deleteUncommittedBlobs(task: Pick<Task, 'id' | 'download_status'>): Promise<void> {
     const indexes = new Set([0]);
-    try {
-      const status = JSON.parse(task.download_status ?? 'null') as {
-        files?: Array<{ index: number }>;
-      } | null;
-      for (const f of status?.files ?? []) if (Number.isSafeInteger(f.index)) indexes.add(f.index);
-    } catch {
-      // no usable status: index 0 only
-    }
+    for (const f of task.download_status?.files ?? []) indexes.add(f.index);
     for (const index of indexes) {
       const key = `blobs/task-${task.id}-${index}`;
       const used = await this.ctx.db
@@ -388,24 +313,9 @@ export class TaskRunner {
     control: DownloadControl,
     latest: () => DownloadProgress | null,
   ): Promise<void> {
-    const row = await this.ctx.db
-      .selectFrom('tasks')
-      .select('selection')
-      .where('id', '=', taskId)
-      .executeTakeFirst();
-    if (!row?.selection) return;
-    const parsed = JSON.parse(row.selection) as StoredSelection;
-    if (Array.isArray(parsed)) {
-      const files = latest()?.files ?? [];
-      const wanted = new Set(parsed);
-      if (files.length)
-        await control.selectFiles(files.map((f) => ({ index: f.index, download: wanted.has(f.index) })));
-    } else {
-      await control.selectFiles([
-        ...parsed.exclude.map((index) => ({ index, download: false })),
-        ...parsed.include.map((index) => ({ index, download: true })),
-      ]);
-    }
+    const row = await this.repo.get(taskId);
+    const changes = selectionChanges(row?.selection ?? null, latest()?.files ?? []);
+    if (changes.length) await control.selectFiles(changes);
   }
 
   /**
@@ -414,7 +324,7 @@ export class TaskRunner {
    * `completes`: this landing also marks the task completed (single-file tasks).
    */
   private async landFile(
-    task: TaskRow,
+    task: Task,
     lease: string,
     file: DownloadedFile,
     latest: DownloadProgress | null,
@@ -457,13 +367,13 @@ export class TaskRunner {
       ? await this.ctx.db.selectFrom('files').selectAll().where('id', '=', folderId).executeTakeFirst()
       : undefined;
     const folderPath = landingFolder ? await this.files.pathOf(landingFolder) : [];
-    const finalStatus = latest
-      ? JSON.stringify({
+    const finalStatus: DownloadStatus | null = latest
+      ? {
           ...toStatusJson(latest, 'completed'),
           total: blob.size,
           downloaded: blob.size,
           download_speed: 0,
-        })
+        }
       : null;
     try {
       return await this.files.commitBlob(
@@ -472,40 +382,17 @@ export class TaskRunner {
         name,
         { storageKey: key, size: blob.size },
         'rename',
-        async (tx: Transaction<DB>) => {
-          const now = this.ctx.clock.now();
-          const row = await tx
-            .updateTable('tasks')
-            .set(
-              completes
-                ? {
-                    status: 'completed',
-                    phase: 'transfer',
-                    ended_at: now,
-                    updated_at: now,
-                    ...(finalStatus ? { download_status: finalStatus } : {}),
-                    checkpoint: null,
-                    lease_owner: null,
-                    lease_expires_at: null,
-                  }
-                : { updated_at: now },
-            )
-            .where('id', '=', task.id)
-            .where('status', 'in', ['processing', 'suspending'])
-            .where('lease_owner', '=', lease)
-            .returning('id')
-            .executeTakeFirst();
-          return row !== undefined;
-        },
+        async (tx: Kysely<DB>) =>
+          completes
+            ? (await this.repo
+                .in(tx)
+                .complete(task.id, lease, { phase: 'transfer', download_status: finalStatus })) !== undefined
+            : this.repo.in(tx).confirmHeld(task.id, lease),
         // A completed task's history shows where the file landed, in the same transaction, so
         // no reader ever sees it completed without its path and size.
         completes
-          ? async (tx: Transaction<DB>, file) => {
-              await tx
-                .updateTable('tasks')
-                .set({ result_path: [...folderPath, file.name].join('/'), result_size: file.size })
-                .where('id', '=', task.id)
-                .execute();
+          ? async (tx: Kysely<DB>, file) => {
+              await this.repo.in(tx).saveResult(task.id, [...folderPath, file.name].join('/'), file.size);
             }
           : undefined,
       );
@@ -515,38 +402,21 @@ export class TaskRunner {
     }
   }
 
-  private async setPhase(taskId: number, lease: string, phase: string): Promise<void> {
-    const row = await this.ctx.db
-      .updateTable('tasks')
-      .set({ phase, updated_at: this.ctx.clock.now() })
-      .where('id', '=', taskId)
-      .where('status', 'in', ['processing', 'suspending'])
-      .where('lease_owner', '=', lease)
-      .returningAll()
-      .executeTakeFirst();
+  private async setPhase(taskId: number, lease: string, phase: TaskPhase): Promise<void> {
+    const row = await this.repo.setPhase(taskId, lease, phase);
     if (!row) throw new DownloadFailure('CANCELED', 'The task is no longer running here');
     this.tasks.emit(row);
   }
 
-  private async fail(
-    task: TaskRow,
-    lease: string,
-    controller: AbortController,
-    error: unknown,
-  ): Promise<void> {
+  private async fail(task: Task, lease: string, controller: AbortController, error: unknown): Promise<void> {
     const staging = this.tasks.stagingDir(task.id);
-    const now = this.ctx.clock.now();
-    const owner = await this.ctx.db
-      .selectFrom('tasks')
-      .select('lease_owner')
-      .where('id', '=', task.id)
-      .executeTakeFirst()
-      .catch(() => undefined);
+    const owner = await this.repo.get(task.id).catch(() => undefined);
     // Our lease lapsed and another node took the task over: the staging area is its now.
     if (owner?.lease_owner && owner.lease_owner !== lease) return;
     if (controller.signal.aborted && controller.signal.reason === SHUTDOWN) {
       // Stopping the server: leave staging and checkpoint, run again after restart.
-      await this.tasks.transition(task.id, 'queued', { lease_owner: null, lease_expires_at: null }, lease);
+      const queued = await this.repo.requeue(task.id, lease);
+      if (queued) this.tasks.emit(queued);
       return;
     }
     const failure = toFailure(error);
@@ -554,49 +424,27 @@ export class TaskRunner {
       await rm(staging, { recursive: true, force: true });
       return;
     }
-    const current = await this.ctx.db
-      .selectFrom('tasks')
-      .select(['retry_count', 'error_history', 'error'])
-      .where('id', '=', task.id)
-      .executeTakeFirst();
+    const current = await this.repo.get(task.id);
     const retries = current?.retry_count ?? task.retry_count;
-    const history = JSON.parse(current?.error_history ?? '[]') as string[];
+    const history = [...(current?.error_history ?? [])];
     if (failure.retryable && retries < this.ctx.config.taskRetries) {
       history.push(failure.message);
-      await this.tasks.transition(
-        task.id,
-        'suspending',
-        {
-          retry_count: retries + 1,
-          error: failure.message,
-          failure: failure.failure,
-          error_history: JSON.stringify(history.slice(-20)),
-          resume_time: now + retryDelayMs(retries + 1),
-          lease_owner: null,
-          lease_expires_at: null,
-        },
-        lease,
-      );
+      const suspended = await this.repo.suspendForRetry(task.id, lease, {
+        retry_count: retries + 1,
+        error: failure.message,
+        failure: failure.failure,
+        error_history: history.slice(-20),
+        retryInMs: retryDelayMs(retries + 1),
+      });
+      if (suspended) this.tasks.emit(suspended);
       return;
     }
     // Clean up before the task shows as failed, so a finished task never has staging data
     // left (the lease check above made sure the staging area is ours). A cleanup that fails
     // must not keep the task from ending; the startup sweep removes what is left.
     await rm(staging, { recursive: true, force: true }).catch(() => undefined);
-    const ended = await this.tasks.transition(
-      task.id,
-      'error',
-      {
-        error: failure.message,
-        failure: failure.failure,
-        ended_at: now,
-        checkpoint: null,
-        resume_time: null,
-        lease_owner: null,
-        lease_expires_at: null,
-      },
-      lease,
-    );
+    const ended = await this.repo.fail(task.id, lease, { error: failure.message, failure: failure.failure });
+    if (ended) this.tasks.emit(ended);
     // Only once it is ours and finished: another node may be landing it under a newer lease.
     if (ended) await this.deleteUncommittedBlobs(task).catch(() => undefined);
   }

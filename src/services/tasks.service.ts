@@ -4,37 +4,18 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Selectable } from 'kysely';
+import type { TasksRepository } from '../db/tasks.repository.ts';
 import { hasFlag, NodeCapability } from '../domain/boolset.ts';
 import { AppError } from '../domain/errors.ts';
 import { parseFileUri } from '../domain/file-uri.ts';
-import { ACTIVE_STATUSES, FINISHED_STATUSES, sourcesOf, type TaskStatus } from '../domain/task-state.ts';
-import type { TasksTable } from '../db/schema.ts';
-import type { ChecksumAlgorithm, DownloadControl } from '../downloaders/port.ts';
+import type { ChecksumAlgorithm, FileChoice, StoredSelection, Task, TaskOptions } from '../domain/task.ts';
+import { ACTIVE_STATUSES, FINISHED_STATUSES } from '../domain/task-state.ts';
+import type { DownloadControl } from '../downloaders/port.ts';
 import type { OutboundPolicy } from '../net/address-policy.ts';
 import type { ServiceContext } from './context.ts';
 import { FOLDER, type FilesService } from './files.service.ts';
 import type { Actor } from './users.service.ts';
 import { assertTaskRoom } from './task-limits.ts';
-
-export type TaskRow = Selectable<TasksTable>;
-
-export interface TaskOptions {
-  filename?: string;
-  headers?: Record<string, string>;
-  checksum?: { algorithm: ChecksumAlgorithm; hex: string };
-  connections?: number;
-  /** seconds; 0 = none */
-  timeout?: number;
-  /** which face created it: the path face's history shows only its own fields */
-  face: 'cloudreve' | 'path';
-  /** src_file tasks: the .torrent's file id in the owner's drive */
-  srcFileId?: number;
-  /** the creating request's correlation id, logged with the task's runs */
-  correlation_id?: string;
-  /** preferred_node_id, decoded: scaled out, the task waits in that node's queue */
-  preferredNodeId?: number;
-}
 
 export interface CreateTaskInput {
   dst: unknown;
@@ -51,13 +32,11 @@ export interface CreateTaskInput {
 
 export interface TaskEvent {
   ownerId: number;
-  task: TaskRow;
+  task: Task;
 }
 
 /** A control for the node running a task: cancel it, or change its file selection. */
-export type TaskControl =
-  | { op: 'cancel'; id: number }
-  | { op: 'select'; id: number; files?: Array<{ index: number; download: boolean }> };
+export type TaskControl = { op: 'cancel'; id: number } | { op: 'select'; id: number; files?: FileChoice[] };
 
 /**
  * Scaled out (pgboss scheduler): carries task changes and controls to the other nodes.
@@ -134,15 +113,23 @@ export class TasksService {
   /** Live controls of running multi-file tasks (file selection), by task id. */
   readonly controls = new Map<number, DownloadControl>();
   /** Set by the app: wakes the scheduler when work appears (with the tasks just created). */
-  onWork: (created?: TaskRow[]) => void = () => {};
+  onWork: (created?: Task[]) => void = () => {};
   /** Set by a scaled-out scheduler. */
   signals: TaskSignals | undefined;
   readonly nodeId: number;
 
   private readonly policy: OutboundPolicy;
+  private readonly repo: TasksRepository;
 
-  constructor(ctx: ServiceContext, files: FilesService, policy: OutboundPolicy, nodeId: number) {
+  constructor(
+    ctx: ServiceContext,
+    repo: TasksRepository,
+    files: FilesService,
+    policy: OutboundPolicy,
+    nodeId: number,
+  ) {
     this.ctx = ctx;
+    this.repo = repo;
     this.files = files;
     this.policy = policy;
     this.nodeId = nodeId;
@@ -153,7 +140,7 @@ export class TasksService {
     return join(this.ctx.config.dataDir, 'staging', 'tasks', String(taskId));
   }
 
-  emit(task: TaskRow): void {
+  emit(task: Task): void {
     this.events.emit('task', { ownerId: task.owner_id, task });
     this.signals?.changed(task.id);
   }
@@ -161,7 +148,7 @@ export class TasksService {
   async create(
     actor: Actor,
     input: CreateTaskInput,
-  ): Promise<{ tasks: TaskRow[]; failures: Map<string, AppError> }> {
+  ): Promise<{ tasks: Task[]; failures: Map<string, AppError> }> {
     if (!this.ctx.config.allowDownload || !actor.group.allow_remote_download) {
       throw new AppError('GROUP_NOT_ALLOWED', 'Group not allowed to download files');
     }
@@ -256,15 +243,9 @@ export class TasksService {
     if (preferredNodeId !== null) options.preferredNodeId = preferredNodeId;
     const selection = normalizeSelection(input.options?.selectFiles);
 
-    await assertTaskRoom(
-      this.ctx.db,
-      owner,
-      srcFile ? 1 : sources.length,
-      this.ctx.config.maxUnfinishedTasks,
-    );
-    const tasks: TaskRow[] = [];
+    await assertTaskRoom(this.repo, owner, srcFile ? 1 : sources.length, this.ctx.config.maxUnfinishedTasks);
+    const tasks: Task[] = [];
     const failures = new Map<string, AppError>();
-    const now = this.ctx.clock.now();
     const dst = input.dst as string;
     const entries = srcFile
       ? [{ key: srcFile, src: '', srcFile }]
@@ -272,40 +253,17 @@ export class TasksService {
     for (const { key, src, srcFile: file } of entries) {
       try {
         if (src) this.checkSource(src);
-        const row = await this.ctx.db
-          .insertInto('tasks')
-          .values({
-            owner_id: owner,
-            type: 'remote_download',
-            status: 'queued',
-            phase: '',
-            public_id: randomUUID(),
-            src,
-            src_file: file,
-            dst,
-            dst_folder_id: dstFolder.id,
-            options: JSON.stringify(options),
-            download_status: null,
-            error: null,
-            failure: null,
-            error_history: '[]',
-            retry_count: 0,
-            resume_time: null,
-            node_id: this.nodeId,
-            checkpoint: null,
-            result_path: null,
-            result_size: null,
-            failed_files: 0,
-            lease_owner: null,
-            lease_expires_at: null,
-            selection: selection ? JSON.stringify(selection) : null,
-            created_at: now,
-            updated_at: now,
-            started_at: null,
-            ended_at: null,
-          })
-          .returningAll()
-          .executeTakeFirstOrThrow();
+        const row = await this.repo.create({
+          owner_id: owner,
+          public_id: randomUUID(),
+          src,
+          src_file: file,
+          dst,
+          dst_folder_id: dstFolder.id,
+          options,
+          selection: selection ?? null,
+          node_id: this.nodeId,
+        });
         tasks.push(row);
         this.emit(row);
       } catch (e) {
@@ -353,24 +311,24 @@ export class TasksService {
       throw new AppError('SOURCE_BLOCKED', `Source address is not allowed: ${decision.reason}`);
   }
 
-  async get(actor: Actor, taskId: number): Promise<TaskRow> {
-    const row = await this.ctx.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('id', '=', taskId)
-      .where('owner_id', '=', actor.user.id)
-      .executeTakeFirst();
-    if (!row) throw new AppError('NOT_FOUND', 'Task not found');
-    return row;
+  async get(actor: Actor, taskId: number): Promise<Task> {
+    const task = await this.find(actor, taskId);
+    if (!task) throw new AppError('NOT_FOUND', 'Task not found');
+    return task;
   }
 
-  async getByPublicId(ownerId: number, publicId: string): Promise<TaskRow | undefined> {
-    return this.ctx.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('public_id', '=', publicId)
-      .where('owner_id', '=', ownerId)
-      .executeTakeFirst();
+  /** The actor's task, or undefined. */
+  async find(actor: Actor, taskId: number): Promise<Task | undefined> {
+    return this.repo.findOwned(actor.user.id, taskId);
+  }
+
+  /** Task counts by status and node, every user's (for /metrics). */
+  async countByStatusAndNode(): Promise<Array<{ status: string; node_id: number; n: number }>> {
+    return this.repo.countByStatusAndNode();
+  }
+
+  async getByPublicId(ownerId: number, publicId: string): Promise<Task | undefined> {
+    return this.repo.findByPublicId(ownerId, publicId);
   }
 
   async list(
@@ -378,25 +336,20 @@ export class TasksService {
     category: 'general' | 'downloading' | 'downloaded',
     pageSize: number,
     nextPageToken?: string,
-  ): Promise<{ tasks: TaskRow[]; nextToken?: string }> {
+  ): Promise<{ tasks: Task[]; nextToken?: string }> {
     if (category === 'general') return { tasks: [] };
-    let query = this.ctx.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('owner_id', '=', ownerId)
-      .where('type', '=', 'remote_download');
     if (category === 'downloading') {
       // Cloudreve returns every active task at once; bounded here so a flood cannot exhaust memory.
-      const tasks = await query
-        .where('status', 'in', [...ACTIVE_STATUSES])
-        .orderBy('id', 'desc')
-        .limit(10_000)
-        .execute();
+      const tasks = await this.repo.listOwned(ownerId, {
+        statuses: ACTIVE_STATUSES,
+        order: 'desc',
+        limit: 10_000,
+        remoteDownloadsOnly: true,
+      });
       return { tasks };
     }
-    query = query.where('status', 'in', [...FINISHED_STATUSES]);
+    let cursor: number | null = null;
     if (nextPageToken) {
-      let cursor: number | null = null;
       try {
         const decoded = JSON.parse(Buffer.from(nextPageToken, 'base64').toString('utf8')) as { id?: unknown };
         cursor = typeof decoded.id === 'string' ? this.ctx.ids.decode('task', decoded.id) : null;
@@ -404,12 +357,14 @@ export class TasksService {
         cursor = null;
       }
       if (cursor === null) throw new AppError('DB_ERROR', 'Failed to query tasks');
-      query = query.where('id', '<', cursor);
     }
-    const rows = await query
-      .orderBy('id', 'desc')
-      .limit(pageSize + 1)
-      .execute();
+    const rows = await this.repo.listOwned(ownerId, {
+      statuses: FINISHED_STATUSES,
+      order: 'desc',
+      limit: pageSize + 1,
+      remoteDownloadsOnly: true,
+      ...(cursor !== null ? { beforeId: cursor } : {}),
+    });
     const more = rows.length > pageSize;
     const tasks = rows.slice(0, pageSize);
     const last = tasks.at(-1);
@@ -426,60 +381,20 @@ export class TasksService {
   }
 
   /** Recent history for the path face: finished tasks, newest first. */
-  async history(ownerId: number, limit = 1000): Promise<TaskRow[]> {
-    return this.ctx.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('owner_id', '=', ownerId)
-      .where('status', 'in', [...FINISHED_STATUSES])
-      .orderBy('id', 'desc')
-      .limit(limit)
-      .execute();
+  async history(ownerId: number, limit = 1000): Promise<Task[]> {
+    return this.repo.listOwned(ownerId, { statuses: FINISHED_STATUSES, order: 'desc', limit });
   }
 
-  async active(ownerId: number): Promise<TaskRow[]> {
-    return this.ctx.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('owner_id', '=', ownerId)
-      .where('status', 'in', [...ACTIVE_STATUSES])
-      .orderBy('id', 'asc')
-      .limit(10_000)
-      .execute();
-  }
-
-  /**
-   * Compare-and-set transition. Returns the updated row, or undefined when the task was not
-   * in a status from which `to` may be entered (someone else moved it first).
-   */
-  async transition(
-    taskId: number,
-    to: TaskStatus,
-    set: Partial<Omit<TaskRow, 'id' | 'status'>> = {},
-    expectedLease?: string,
-  ): Promise<TaskRow | undefined> {
-    let query = this.ctx.db
-      .updateTable('tasks')
-      .set({ ...set, status: to, updated_at: this.ctx.clock.now() })
-      .where('id', '=', taskId)
-      .where('status', 'in', sourcesOf(to));
-    if (expectedLease !== undefined) query = query.where('lease_owner', '=', expectedLease);
-    const row = await query.returningAll().executeTakeFirst();
-    if (row) this.emit(row);
-    return row;
+  async active(ownerId: number): Promise<Task[]> {
+    return this.repo.listOwned(ownerId, { statuses: ACTIVE_STATUSES, order: 'asc', limit: 10_000 });
   }
 
   /** Cancel in every phase: status first (so no runner commits), then stop the transfer and clean up. */
   async cancel(actor: Actor, taskId: number): Promise<void> {
     const task = await this.get(actor, taskId);
-    const now = this.ctx.clock.now();
-    const row = await this.transition(task.id, 'canceled', {
-      ended_at: now,
-      lease_owner: null,
-      lease_expires_at: null,
-      resume_time: null,
-    });
+    const row = await this.repo.cancel(task.id);
     if (!row) throw new AppError('NOT_FOUND', 'Task not found');
+    this.emit(row);
     const controller = this.running.get(task.id);
     if (controller) controller.abort();
     else {
@@ -512,15 +427,12 @@ export class TasksService {
         'Failed to set download files: an HTTP download has exactly one file, nothing to select',
       );
     }
-    const status = task.download_status
-      ? (JSON.parse(task.download_status) as { files?: Array<{ index: number; selected: boolean }> })
-      : null;
-    const known = status?.files;
+    const known = task.download_status?.files;
     let selection: Set<number>;
-    if (task.selection) selection = new Set(JSON.parse(task.selection) as number[]);
+    if (Array.isArray(task.selection)) selection = new Set(task.selection);
     else if (known?.length) selection = new Set(known.map((f) => f.index));
     else selection = new Set<number>();
-    const allUntilKnown = !task.selection && !known?.length;
+    const allUntilKnown = !Array.isArray(task.selection) && !known?.length;
     for (const change of files) {
       if (!Number.isSafeInteger(change.index) || change.index < 0)
         throw new AppError('PARAM_INVALID', `Invalid file index ${change.index}`);
@@ -529,18 +441,20 @@ export class TasksService {
       if (change.download === false) selection.delete(change.index);
       else selection.add(change.index);
     }
-    // Before metadata, "all but these" cannot be listed yet: remember exclusions instead.
-    const stored = allUntilKnown
-      ? {
-          exclude: files.filter((f) => f.download === false).map((f) => f.index),
-          include: files.filter((f) => f.download !== false).map((f) => f.index),
-        }
-      : [...selection].sort((a, b) => a - b);
-    await this.ctx.db
-      .updateTable('tasks')
-      .set({ selection: JSON.stringify(stored), updated_at: this.ctx.clock.now() })
-      .where('id', '=', task.id)
-      .execute();
+    // Before metadata, "all but these" cannot be listed yet: remember exclusions instead (on
+    // top of those an earlier choice made).
+    let stored: StoredSelection = [...selection].sort((a, b) => a - b);
+    if (allUntilKnown) {
+      const earlier = task.selection && !Array.isArray(task.selection) ? task.selection : undefined;
+      const exclude = new Set(earlier?.exclude);
+      const include = new Set(earlier?.include);
+      for (const f of files) {
+        (f.download === false ? exclude : include).add(f.index);
+        (f.download === false ? include : exclude).delete(f.index);
+      }
+      stored = { exclude: [...exclude], include: [...include] };
+    }
+    await this.repo.saveSelection(task.id, stored);
     const control = this.controls.get(task.id);
     if (!control && this.signals) {
       const changes = files.map((f) => ({ index: f.index, download: f.download !== false }));
@@ -556,6 +470,6 @@ export class TasksService {
   }
 }
 
-export function isTorrentTask(task: Pick<TaskRow, 'src' | 'src_file'>): boolean {
+export function isTorrentTask(task: Pick<Task, 'src' | 'src_file'>): boolean {
   return task.src_file !== '' || /^magnet:/i.test(task.src) || /\.torrent($|[?#])/i.test(task.src);
 }

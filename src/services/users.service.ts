@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import { AppError } from '../domain/errors.ts';
 import type { DB, GroupsTable, UsersTable } from '../db/schema.ts';
+import type { TasksRepository } from '../db/tasks.repository.ts';
 import type { ServiceContext } from './context.ts';
 import { hashPassword } from './passwords.ts';
 
@@ -29,7 +30,9 @@ const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,255}$/;
 
 export class UsersService {
   private readonly ctx: ServiceContext;
-  constructor(ctx: ServiceContext) {
+  private readonly tasks: TasksRepository;
+  constructor(ctx: ServiceContext, tasks: TasksRepository) {
+    this.tasks = tasks;
     this.ctx = ctx;
   }
 
@@ -251,7 +254,7 @@ export class UsersService {
         .where('parent_id', 'is not', null)
         .execute();
       await tx.deleteFrom('files').where('owner_id', '=', user.id).execute();
-      await tx.deleteFrom('tasks').where('owner_id', '=', user.id).execute();
+      await this.tasks.in(tx).deleteByOwner(user.id);
       await tx.deleteFrom('api_tokens').where('user_id', '=', user.id).execute();
       await tx.deleteFrom('sessions').where('user_id', '=', user.id).execute();
       await tx.deleteFrom('upload_sessions').where('owner_id', '=', user.id).execute();

@@ -3,9 +3,9 @@
 import { encodeBoolset, GroupPermission, MY_FS_CAPABILITY, NodeCapability } from '../../domain/boolset.ts';
 import { formatFileUri } from '../../domain/file-uri.ts';
 import { primaryEntityId, type IdCodec } from '../../domain/ids.ts';
+import type { Task } from '../../domain/task.ts';
 import { isoTime } from '../../lib/clock.ts';
 import type { FileRow } from '../../services/files.service.ts';
-import type { TaskRow } from '../../services/tasks.service.ts';
 import type { Actor } from '../../services/users.service.ts';
 
 export function userDto(actor: Actor, ids: IdCodec) {
@@ -64,11 +64,9 @@ export function nodeDto(node: NodeRowLike, ids: IdCodec) {
 
 export const MASTER_CAPABILITIES = encodeBoolset([NodeCapability.remoteDownload]);
 
-export function taskDto(task: TaskRow, ids: IdCodec, node?: NodeRowLike) {
-  const history = JSON.parse(task.error_history) as string[];
-  const download = task.download_status
-    ? (JSON.parse(task.download_status) as Record<string, unknown>)
-    : null;
+export function taskDto(task: Task, ids: IdCodec, node?: NodeRowLike) {
+  const history = task.error_history;
+  const download = task.download_status;
   const dto: Record<string, unknown> = {
     created_at: isoTime(task.created_at),
     updated_at: isoTime(task.updated_at),

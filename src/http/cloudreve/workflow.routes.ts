@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { AppError, BatchError } from '../../domain/errors.ts';
 import type { Services } from '../../services/index.ts';
-import { parseChecksum, type TaskRow } from '../../services/tasks.service.ts';
+import type { Task } from '../../domain/task.ts';
+import { parseChecksum } from '../../services/tasks.service.ts';
 import { requireActor } from '../auth.ts';
 import { ok } from './envelope.ts';
 import { taskDto } from './dto.ts';
@@ -40,7 +41,7 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
     if (id === null) throw new AppError('PARAM_INVALID', 'Failed to parse object ID');
     return id;
   };
-  const nodesById = async (rows: TaskRow[]) => {
+  const nodesById = async (rows: Task[]) => {
     const wanted = [...new Set(rows.map((r) => r.node_id))];
     if (wanted.length === 0)
       return new Map<
@@ -99,17 +100,11 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
   app.get('/workflow/progress/:id', { schema: { tags: ['workflow'] } }, async (request) => {
     const actor = requireActor(request);
     const id = decodeTaskId((request.params as { id: string }).id);
-    const task = await ctx.db
-      .selectFrom('tasks')
-      .selectAll()
-      .where('id', '=', id)
-      .where('owner_id', '=', actor.user.id)
-      .executeTakeFirst();
+    const task = await tasks.find(actor, id);
     if (!task || task.status !== 'processing' || task.phase !== 'transfer' || !task.download_status)
       return ok({});
-    const status = JSON.parse(task.download_status) as { total?: number };
     return ok({
-      upload: { total: status.total ?? 0, current: 0, identifier: '' },
+      upload: { total: task.download_status.total, current: 0, identifier: '' },
       upload_count: { total: 1, current: 0, identifier: '' },
     });
   });

@@ -10,10 +10,11 @@ import { isDatabaseError } from '../../db/errors.ts';
 import { AppError, ErrorCodes, isAppError } from '../../domain/errors.ts';
 import { formatFileUri } from '../../domain/file-uri.ts';
 import { sanitizeFileName } from '../../domain/file-name.ts';
+import type { Task } from '../../domain/task.ts';
 import { isIpLiteral } from '../../net/address-policy.ts';
 import { FOLDER, type FileRow } from '../../services/files.service.ts';
 import type { Services } from '../../services/index.ts';
-import { parseChecksum, type TaskOptions, type TaskRow } from '../../services/tasks.service.ts';
+import { parseChecksum } from '../../services/tasks.service.ts';
 import type { Actor } from '../../services/users.service.ts';
 import { sendBlob } from '../send-blob.ts';
 
@@ -71,13 +72,7 @@ function nameFromUrl(url: URL): string {
   return sanitizeFileName(decoded, 'download');
 }
 
-interface StatusJson {
-  name?: string;
-  total?: number;
-  downloaded?: number;
-}
-
-function directoryOf(task: TaskRow): string {
+function directoryOf(task: Task): string {
   try {
     const url = new URL(task.dst);
     return url.pathname
@@ -90,12 +85,10 @@ function directoryOf(task: TaskRow): string {
   }
 }
 
-function displayName(task: TaskRow): string {
+function displayName(task: Task): string {
   if (task.result_path) return task.result_path.split('/').at(-1)!;
-  const status = task.download_status ? (JSON.parse(task.download_status) as StatusJson) : null;
-  if (status?.name) return status.name;
-  const options = JSON.parse(task.options) as TaskOptions;
-  if (options.filename) return options.filename;
+  if (task.download_status?.name) return task.download_status.name;
+  if (task.options.filename) return task.options.filename;
   try {
     return nameFromUrl(new URL(task.src));
   } catch {
@@ -103,8 +96,8 @@ function displayName(task: TaskRow): string {
   }
 }
 
-export function activeRecord(task: TaskRow) {
-  const status = task.download_status ? (JSON.parse(task.download_status) as StatusJson) : null;
+export function activeRecord(task: Task) {
+  const status = task.download_status;
   const directory = directoryOf(task);
   const filename = displayName(task);
   const expected = status?.total ? status.total : null;
@@ -128,7 +121,7 @@ export function activeRecord(task: TaskRow) {
   };
 }
 
-export function historyRecord(task: TaskRow) {
+export function historyRecord(task: Task) {
   const directory = directoryOf(task);
   const filename = displayName(task);
   const completed = task.status === 'completed';

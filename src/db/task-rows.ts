@@ -1,0 +1,70 @@
+// Rows of the `tasks` table as `Task`s, and the conditions the tasks repository's
+// compare-and-sets are made of (each written once, here).
+import type { Expression, ExpressionBuilder, Selectable, SqlBool, UpdateObject } from 'kysely';
+import {
+  parseCheckpoint,
+  parseDownloadStatus,
+  parseErrorHistory,
+  parseIndexList,
+  parseOptions,
+  parseSelection,
+  toTaskPhase,
+  toTaskStatus,
+  type StoredSelection,
+  type Task,
+  type TaskOptions,
+} from '../domain/task.ts';
+import type { TaskStatus } from '../domain/task-state.ts';
+import type { DB, TasksTable } from './schema.ts';
+
+export type TaskRowData = Selectable<TasksTable>;
+
+export function toTask(row: TaskRowData): Task {
+  return {
+    ...row,
+    status: toTaskStatus(row.status),
+    phase: toTaskPhase(row.phase),
+    options: parseOptions(row.options),
+    download_status: parseDownloadStatus(row.download_status),
+    error_history: parseErrorHistory(row.error_history),
+    checkpoint: parseCheckpoint(row.checkpoint),
+    selection: parseSelection(row.selection),
+    landed: parseIndexList(row.landed),
+  };
+}
+
+/** What creating a task takes; everything else starts empty. */
+export interface NewTask {
+  owner_id: number;
+  public_id: string;
+  src: string;
+  src_file: string;
+  dst: string;
+  dst_folder_id: number;
+  options: TaskOptions;
+  selection: StoredSelection | null;
+  node_id: number;
+}
+
+export type Eb = ExpressionBuilder<DB, 'tasks'>;
+export type Condition = (eb: Eb) => Expression<SqlBool>;
+export type Changes = UpdateObject<DB, 'tasks'>;
+
+/** Statuses in which a runner holds the task (under its lease). */
+export const HELD: TaskStatus[] = ['processing', 'suspending'];
+
+/** Waiting to run now: queued, or suspended for a retry whose time has come. */
+export const runnableAt = (now: number) => (eb: Eb) =>
+  eb.or([
+    eb('status', '=', 'queued'),
+    eb.and([eb('status', '=', 'suspending'), eb('resume_time', '<=', now)]),
+  ]);
+
+/** Running on some node: processing, or seeding (suspending without a resume time). */
+export const onANode = (eb: Eb) =>
+  eb.or([
+    eb('status', '=', 'processing'),
+    eb.and([eb('status', '=', 'suspending'), eb('resume_time', 'is', null)]),
+  ]);
+
+export const RELEASED = { lease_owner: null, lease_expires_at: null } as const;
