@@ -113,6 +113,9 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     FERRY_DATA_DIR: dataDir,
     FERRY_DATABASE_URL: databaseUrl,
     FERRY_LOG_LEVEL: 'warn',
+    // The free-space floor (256 MiB by default) is tested on its own (test/faults/full-disk);
+    // elsewhere a CI machine with little free disk must not refuse every task.
+    FERRY_MIN_FREE_SPACE: '0',
     ...options.env,
   };
   const serveArgs = ['serve', '--host', '127.0.0.1', '--port', String(port), ...(options.args ?? [])];
@@ -124,7 +127,8 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     child = spawnFerry(serveArgs, env, options.unsetEnv);
     child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-    const deadline = Date.now() + 30_000;
+    // Generous: under a loaded CI machine a start can take tens of seconds.
+    const deadline = Date.now() + 90_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`ferry exited early (${child.exitCode}):\n${log}`);
       try {
@@ -133,7 +137,11 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
       } catch {
         // not up yet
       }
-      if (Date.now() > deadline) throw new Error(`ferry did not start:\n${log}`);
+      if (Date.now() > deadline) {
+        // Never leave a half-started server behind: it would keep the test process alive.
+        child.kill('SIGKILL');
+        throw new Error(`ferry did not start:\n${log}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
   };
@@ -316,10 +324,13 @@ export async function startWorker(
   child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 90_000;
   while (!log.includes('running tasks')) {
     if (child.exitCode !== null) throw new Error(`ferry worker exited early (${child.exitCode}):\n${log}`);
-    if (Date.now() > deadline) throw new Error(`ferry worker did not start:\n${log}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`ferry worker did not start:\n${log}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
