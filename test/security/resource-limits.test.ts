@@ -185,7 +185,8 @@ describe('reserved bytes count against the quota (finding 3)', () => {
 describe('idle upload sessions (finding 3)', () => {
   let idleServer: TestServer;
   before(async () => {
-    idleServer = await startServer({ args: ['--upload-session-idle', '2'] });
+    // Long enough for the first chunk to arrive on a loaded machine, short enough to wait out.
+    idleServer = await startServer({ args: ['--upload-session-idle', '6'] });
   });
   after(async () => {
     await idleServer?.stop();
@@ -201,10 +202,10 @@ describe('idle upload sessions (finding 3)', () => {
     const part = join(idleServer.dataDir, 'staging', 'uploads', `${session_id}.part`);
     assert.equal((await stat(part)).size, chunk_size);
     assert.equal(await used(idleServer, token), size);
-    // --upload-session-idle 2: gone a few seconds later, bytes and reservation.
+    // --upload-session-idle 6: gone a few seconds later, bytes and reservation.
     await waitFor(
       async () => (await stat(part).catch(() => null)) === null || undefined,
-      20_000,
+      60_000,
       'the idle session to be swept',
     );
     assert.equal(await used(idleServer, token), 0);
