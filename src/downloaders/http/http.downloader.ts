@@ -465,6 +465,21 @@ class DownloadRun {
       );
     }
 
+    if (resume === null || !this.ranges) {
+      // Starting the staging file over: forget the saved segment map first. Else a crash before
+      // this run's first checkpoint leaves the old map (e.g. "all done", saved just before the
+      // finished file was moved into storage) next to a new, zero-filled file of the same size,
+      // and the next run would resume it and deliver the zeros as the finished file.
+      try {
+        await this.job.checkpoint(this.state([]));
+      } catch (cause) {
+        discard(probe.body);
+        throw new DownloadFailure('DISK', 'cannot reset the saved download state', {
+          cause,
+          retryable: true,
+        });
+      }
+    }
     try {
       if (resume !== null && this.ranges) {
         this.fh = await open(this.partPath, 'r+');
