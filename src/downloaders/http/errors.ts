@@ -48,6 +48,7 @@ const NETWORK_CODES = new Set([
   'ENETUNREACH',
   'ENETDOWN',
   'EAI_AGAIN',
+  'ENOTFOUND',
   'UND_ERR_SOCKET',
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_HEADERS_TIMEOUT',
@@ -115,6 +116,36 @@ export function toFailure(err: unknown): DownloadFailure {
     return new DownloadFailure('DISK', `write failed (${code}): ${message}`, { cause: err });
   }
   return new DownloadFailure('NETWORK', `transfer failed: ${message}`, { retryable: true, cause: err });
+}
+
+/** What a failed connect (before any answer) means, in words a user reads on the task. */
+const CONNECT_FAILURES: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset before an answer',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENETDOWN: 'network down',
+  UND_ERR_CONNECT_TIMEOUT: 'connect timed out',
+};
+
+/**
+ * A failure to reach the origin at all (refused, reset, DNS, unreachable, connect timeout) as a
+ * retryable NETWORK failure naming host and cause, or null for anything else. The probe does not
+ * retry these itself: the task's own retry policy (retry_count, resume_time, shown on the task)
+ * does, so the user sees the failure within the connect timeout instead of after a minute of
+ * silent attempts.
+ */
+export function connectFailure(err: unknown, url: URL): DownloadFailure | null {
+  const code = errorCode(err);
+  const what = code === undefined ? undefined : CONNECT_FAILURES[code];
+  if (what === undefined) return null;
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+  return new DownloadFailure('NETWORK', `could not connect to ${url.hostname}:${port}: ${what} (${code})`, {
+    retryable: true,
+    cause: err,
+  });
 }
 
 /** Parses Retry-After (seconds or HTTP date) into ms, bounded to [0, maxMs]. */

@@ -47,6 +47,7 @@ import {
 } from './http1-connection.ts';
 import {
   backoffMs,
+  connectFailure,
   ContentChangedError,
   HttpStatusError,
   isPolitenessSignal,
@@ -553,6 +554,8 @@ class DownloadRun {
       } catch (err) {
         clearTimeout(timer);
         if (this.signal.aborted) throw err;
+        const unreachable = ctl.signal.aborted ? null : connectFailure(err, url);
+        if (unreachable !== null) throw unreachable;
         const failure = toFailure(ctl.signal.aborted ? ctl.signal.reason : err);
         if (!failure.retryable || attempt >= this.opts.attempts) throw failure;
         if (isPolitenessSignal(err)) this.slowDown();
