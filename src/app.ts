@@ -30,6 +30,7 @@ import { TasksService } from './services/tasks.service.ts';
 import { UploadsService } from './services/uploads.service.ts';
 import { UsersService } from './services/users.service.ts';
 import { LocalDiskDriver } from './storage/local.driver.ts';
+import { loadCaFiles } from './net/ca-files.ts';
 import type { StorageDriver } from './storage/port.ts';
 
 /** The signing secret lives in the data dir, created once with owner-only permissions. */
@@ -234,11 +235,13 @@ export async function buildDownloaders(
   config: Config,
   services: Services,
 ): Promise<{ downloaders: Downloader[]; close(): Promise<void> }> {
+  const caFiles = loadCaFiles(config.caFiles);
   const downloaders: Downloader[] = [
     new HttpDownloader({
       policy: services.policy,
       globalSpeedLimit: config.globalSpeedLimit,
       stallTimeoutMs: Math.round(config.httpStallTimeout * 1000),
+      ...(caFiles === undefined ? {} : { ca: caFiles }),
     }),
   ];
   const closers: Array<() => Promise<void>> = [];

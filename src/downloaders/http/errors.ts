@@ -72,6 +72,46 @@ function errorCode(err: unknown): string | undefined {
   return cause === undefined ? undefined : errorCode(cause);
 }
 
+/** OpenSSL/Node verification codes, in words (Node's own text suggests flags a Ferry user cannot pass). */
+const CERTIFICATE_ERRORS: Record<string, string> = {
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed',
+  SELF_SIGNED_CERT_IN_CHAIN: 'its certificate chain ends in a self-signed CA that is not trusted',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its certificate is signed by a CA that is not trusted',
+  UNABLE_TO_GET_ISSUER_CERT: 'its certificate is signed by a CA that is not trusted',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'its certificate is signed by a CA that is not trusted',
+  CERT_UNTRUSTED: 'its certificate is not trusted',
+  INVALID_CA: 'its certificate chain holds an invalid CA certificate',
+  CERT_SIGNATURE_FAILURE: 'its certificate signature is invalid',
+  CERT_HAS_EXPIRED: 'its certificate has expired',
+  CERT_NOT_YET_VALID: 'its certificate is not valid yet',
+  CERT_REVOKED: 'its certificate was revoked',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its certificate is for another host name',
+  HOSTNAME_MISMATCH: 'its certificate is for another host name',
+};
+
+/**
+ * An untrusted certificate or a failed TLS handshake as a non-retryable TLS failure with a
+ * human message, or null. Asking again gets the same certificate, so the task fails at once.
+ */
+export function tlsFailure(err: unknown, url?: URL): DownloadFailure | null {
+  const code = errorCode(err);
+  if (code === undefined) return null;
+  const host = url === undefined ? 'the origin' : `${url.hostname}${url.port ? `:${url.port}` : ''}`;
+  const what = CERTIFICATE_ERRORS[code];
+  if (what !== undefined) {
+    return new DownloadFailure(
+      'TLS',
+      `TLS certificate of ${host} not accepted: ${what} (${code}). ` +
+        'An administrator can trust its CA with --ca-file.',
+      { cause: err },
+    );
+  }
+  if (code.startsWith('ERR_SSL_') || code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || code === 'EPROTO') {
+    return new DownloadFailure('TLS', `TLS handshake with ${host} failed (${code})`, { cause: err });
+  }
+  return null;
+}
+
 /** True for failures that make a polite client slow down (fewer connections, longer waits). */
 export function isPolitenessSignal(err: unknown): boolean {
   if (err instanceof HttpStatusError) return err.status === 429 || err.status === 503;
@@ -97,6 +137,8 @@ export function toFailure(err: unknown): DownloadFailure {
   if (err instanceof ContentChangedError) {
     return new DownloadFailure('HTTP_ERROR', `remote content changed during the download: ${err.message}`);
   }
+  const tls = tlsFailure(err);
+  if (tls !== null) return tls;
   const code = errorCode(err);
   const message = err instanceof Error ? err.message : String(err);
   // A malformed answer (oversized or broken head, lying framing) will not get better by asking
