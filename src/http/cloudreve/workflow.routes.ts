@@ -9,6 +9,7 @@ import { parseChecksum } from '../../services/tasks.service.ts';
 import { requireActor } from '../auth.ts';
 import { ok } from './envelope.ts';
 import { taskDto } from './dto.ts';
+import { taskProgress } from './progress.ts';
 
 const CreateDownloadBody = Type.Object({
   dst: Type.String({ maxLength: 8192 }),
@@ -101,12 +102,7 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
     const actor = requireActor(request);
     const id = decodeTaskId((request.params as { id: string }).id);
     const task = await tasks.find(actor, id);
-    if (!task || task.status !== 'processing' || task.phase !== 'transfer' || !task.download_status)
-      return ok({});
-    return ok({
-      upload: { total: task.download_status.total, current: 0, identifier: '' },
-      upload_count: { total: 1, current: 0, identifier: '' },
-    });
+    return ok(task ? taskProgress(task) : {});
   });
   app.delete('/workflow/download/:id', { schema: { tags: ['workflow'] } }, async (request) => {
     const actor = requireActor(request);
