@@ -57,9 +57,16 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
   app.post(
     '/workflow/download',
     { schema: { tags: ['workflow'], body: CreateDownloadBody } },
-    async (request) => {
+    async (request, reply) => {
       const actor = requireActor(request);
       const body = request.body as Static<typeof CreateDownloadBody>;
+      // Unknown fields are ignored, as Cloudreve's own binding does (a newer client's fields must
+      // not break it), and named in a header so the ignoring is visible (docs/COMPATIBILITY.md).
+      const ignored = Object.keys(body).filter((k) => !Object.hasOwn(CreateDownloadBody.properties, k));
+      if (ignored.length > 0) {
+        const names = ignored.map((k) => (/^[\w.-]{1,64}$/.test(k) ? k : '?'));
+        void reply.header('x-ferry-ignored-fields', names.join(', ').slice(0, 200));
+      }
       const checksum = parseChecksum(body.checksum);
       const { tasks: created, failures } = await tasks.create(actor, {
         dst: body.dst,
