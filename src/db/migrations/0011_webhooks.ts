@@ -1,6 +1,7 @@
 // Webhooks: a user's URLs told when a task completes, fails or is canceled, and one delivery row
 // per (webhook, task, event) — the unique index makes a delivery happen once even when several
-// API nodes see the same task event.
+// API nodes see the same task event. Ids are never reused (AUTOINCREMENT on SQLite, as 0005
+// made every other table).
 import type { Kysely } from 'kysely';
 import type { Dialect } from '../database.ts';
 
@@ -9,7 +10,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   const big = dialect === 'postgres' ? 'bigint' : 'integer';
   await db.schema
     .createTable('webhooks')
-    .addColumn('id', id, (c) => c.primaryKey())
+    .addColumn('id', id, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
     .addColumn('owner_id', big, (c) => c.notNull().references('users.id').onDelete('cascade'))
     .addColumn('url', 'text', (c) => c.notNull())
     .addColumn('events', 'text', (c) => c.notNull())
@@ -19,7 +20,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   await db.schema.createIndex('webhooks_owner').on('webhooks').column('owner_id').execute();
   await db.schema
     .createTable('webhook_deliveries')
-    .addColumn('id', id, (c) => c.primaryKey())
+    .addColumn('id', id, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
     .addColumn('webhook_id', big, (c) => c.notNull().references('webhooks.id').onDelete('cascade'))
     .addColumn('task_id', big, (c) => c.notNull())
     .addColumn('event', 'text', (c) => c.notNull())
