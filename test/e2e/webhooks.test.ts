@@ -199,3 +199,30 @@ test('a webhook redirected to a refused address is not followed there (the polic
   assert.equal(canaryHits, 0);
   await server.api('DELETE', `/user/webhooks/${made.body.data!.id}`, { token });
 });
+
+test('a canceled task is delivered as task.canceled', async () => {
+  const made = await server.api<{ id: number; secret: string }>('POST', '/user/webhooks', {
+    token,
+    body: { url: `${receiverUrl}/canceled`, events: ['canceled'] },
+  });
+  assert.equal(made.body.code, 0, JSON.stringify(made.body));
+  secret = made.body.data!.secret;
+  const id = await task(origin.route('/slow.bin', { size: 8 * 1024 * 1024, throttle: 50_000 }));
+  await waitFor(
+    async () => {
+      const t = (await server.api<{ status: string }>('GET', `/workflow/${id}`, { token })).body.data!;
+      return t.status === 'processing' ? t : undefined;
+    },
+    10_000,
+    'the task to run',
+  );
+  assert.equal((await server.api('DELETE', `/workflow/download/${id}`, { token })).body.code, 0);
+  const got = await waitFor(
+    async () => received.find((r) => r.path === '/canceled' && r.body.task.id === id),
+    20_000,
+    'the canceled delivery',
+  );
+  assert.equal(got.event, 'task.canceled');
+  assert.ok(got.signatureOk);
+  await server.api('DELETE', `/user/webhooks/${made.body.data!.id}`, { token });
+});
