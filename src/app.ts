@@ -29,7 +29,9 @@ import { TaskRunner } from './services/task-runner.ts';
 import { TasksService } from './services/tasks.service.ts';
 import { UploadsService } from './services/uploads.service.ts';
 import { UsersService } from './services/users.service.ts';
+import { WebhooksService } from './services/webhooks.service.ts';
 import { LocalDiskDriver } from './storage/local.driver.ts';
+import { loadCaFiles } from './net/ca-files.ts';
 import type { StorageDriver } from './storage/port.ts';
 
 /** The signing secret lives in the data dir, created once with owner-only permissions. */
@@ -141,6 +143,14 @@ export async function openCore(
     allowDomains: config.downloadAllowDomains,
     blockDomains: config.downloadBlockDomains,
   });
+  const tasks = new TasksService(
+    ctx,
+    taskRepo,
+    files,
+    policy,
+    options.registerNode ? await options.registerNode(database.db) : master.id,
+  );
+  const webhooks = new WebhooksService(ctx, policy, tasks);
   const services: Services = {
     ctx,
     users,
@@ -148,16 +158,19 @@ export async function openCore(
     files,
     uploads: new UploadsService(ctx, files),
     links: new LinksService(ctx, files),
-    tasks: new TasksService(
-      ctx,
-      taskRepo,
-      files,
-      policy,
-      options.registerNode ? await options.registerNode(database.db) : master.id,
-    ),
+    tasks,
     policy,
+    webhooks,
   };
-  return { services, taskRepo, database, close: () => database.close() };
+  return {
+    services,
+    taskRepo,
+    database,
+    close: async () => {
+      await webhooks.stop();
+      await database.close();
+    },
+  };
 }
 
 /** The downloaders this node has and the runner that drives them (API nodes and workers alike). */
@@ -205,6 +218,7 @@ export async function createApp(config: Config): Promise<App> {
           maxConcurrent: config.maxConcurrentTasks,
         });
   services.tasks.onWork = (created) => scheduler.wake(created);
+  services.webhooks.start();
   const server = await buildServer(services, { logLevel: config.logLevel });
   runner.log = server.log;
   // Often enough that an idle upload's bytes go soon after it expires (at most every 10 min).
@@ -234,11 +248,13 @@ export async function buildDownloaders(
   config: Config,
   services: Services,
 ): Promise<{ downloaders: Downloader[]; close(): Promise<void> }> {
+  const caFiles = loadCaFiles(config.caFiles);
   const downloaders: Downloader[] = [
     new HttpDownloader({
       policy: services.policy,
       globalSpeedLimit: config.globalSpeedLimit,
       stallTimeoutMs: Math.round(config.httpStallTimeout * 1000),
+      ...(caFiles === undefined ? {} : { ca: caFiles }),
     }),
   ];
   const closers: Array<() => Promise<void>> = [];

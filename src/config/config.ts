@@ -17,6 +17,8 @@ export interface Config extends LimitsConfig {
   downloadAllowDomains: string[];
   downloadBlockDomains: string[];
   allowNetworks: string[];
+  /** PEM files whose certificates the HTTP engine trusts besides Node's roots. */
+  caFiles: string[];
   downloadConnections: number;
   /** Tasks running at once on this node. */
   maxConcurrentTasks: number;
@@ -151,6 +153,13 @@ export const FLAGS: Record<string, FlagSpec> = {
     key: 'allowNetworks',
     kind: 'list',
     help: 'open an address range refused by default (repeatable CIDR)',
+  },
+  'ca-file': {
+    type: 'string',
+    multiple: true,
+    key: 'caFiles',
+    kind: 'list',
+    help: 'also trust the CA certificates in this PEM file for HTTPS downloads (repeatable)',
   },
   'download-connections': {
     type: 'string',
@@ -362,6 +371,7 @@ export function defaults(): Config {
     downloadAllowDomains: [],
     downloadBlockDomains: [],
     allowNetworks: [],
+    caFiles: [],
     downloadConnections: 8,
     maxConcurrentTasks: 10,
     globalSpeedLimit: 0,

@@ -90,6 +90,31 @@ export interface BlobsTable {
   nonce: Generated<string>;
 }
 
+/** A user's webhook (0011_webhooks); `events` is a JSON array of event names. */
+export interface WebhooksTable {
+  id: Generated<number>;
+  owner_id: number;
+  url: string;
+  events: string;
+  secret: string;
+  created_at: number;
+}
+
+/** One delivery of one event of one task to one webhook. */
+export interface WebhookDeliveriesTable {
+  id: Generated<number>;
+  webhook_id: number;
+  task_id: number;
+  event: string;
+  /** pending | delivered | failed */
+  state: string;
+  attempts: number;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface UploadSessionsTable {
   id: string;
   owner_id: number;
@@ -173,6 +198,8 @@ export interface DB {
   files: FilesTable;
   blobs: BlobsTable;
   upload_sessions: UploadSessionsTable;
+  webhooks: WebhooksTable;
+  webhook_deliveries: WebhookDeliveriesTable;
   tasks: TasksTable;
   nodes: NodesTable;
   archive_sessions: ArchiveSessionsTable;

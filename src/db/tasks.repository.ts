@@ -336,7 +336,10 @@ export class TasksRepository {
     return (await this.whileHeld(id, lease, { updated_at: this.clock.now() })) !== undefined;
   }
 
-  /** processing/suspending → completed, under the runner's lease; the lease is released. */
+  /**
+   * processing/suspending → completed, under the runner's lease; the lease is released. A
+   * failure from an earlier attempt is cleared (it stays in error_history).
+   */
   async complete(
     id: number,
     lease: string,
@@ -352,6 +355,8 @@ export class TasksRepository {
       'completed',
       {
         ended_at: this.clock.now(),
+        error: null,
+        failure: null,
         ...(result.phase !== undefined ? { phase: result.phase } : {}),
         ...(result.download_status ? { download_status: JSON.stringify(result.download_status) } : {}),
         ...(result.result_path !== undefined ? { result_path: result.result_path } : {}),

@@ -8,6 +8,7 @@ export type FailureCode =
   | 'NOT_FOUND' // origin said 404/410
   | 'HTTP_ERROR' // any other non-success status that retries did not cure
   | 'NETWORK' // connect failure, reset, interrupted transfer
+  | 'TLS' // the origin's certificate is not trusted (or the TLS handshake failed): not retried
   | 'TIMEOUT' // overall deadline passed
   | 'TOO_LARGE' // over the allowed size or the user's remaining quota
   | 'CHECKSUM' // expected checksum did not match

@@ -50,6 +50,8 @@ export interface SafeDialerOptions {
   /** Redirect hops followed per request; default 10. */
   maxRedirects?: number;
   connectTimeoutMs?: number;
+  /** Certificates trusted for https (Node's roots plus `--ca-file`); absent = Node's defaults. */
+  ca?: readonly string[];
 }
 
 export interface SafeRequestOptions {
@@ -84,6 +86,7 @@ export class SafeDialer {
   readonly #resolve: Resolver;
   readonly #maxRedirects: number;
   readonly #connectTimeoutMs: number;
+  readonly #ca: readonly string[] | undefined;
   readonly #pinned = new Map<string, ResolvedAddress[]>();
   readonly #pending = new Map<string, Promise<void>>();
 
@@ -92,6 +95,7 @@ export class SafeDialer {
     this.#resolve = options.resolve ?? systemResolver;
     this.#maxRedirects = options.maxRedirects ?? 10;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 15_000;
+    this.#ca = options.ca;
     const pinned = this.#pinned;
     this.agent = new Agent({
       connections: options.connections ?? 1,
@@ -102,6 +106,7 @@ export class SafeDialer {
       keepAliveTimeout: 10_000,
       connect: {
         timeout: this.#connectTimeoutMs,
+        ...(options.ca === undefined ? {} : { ca: [...options.ca] }),
         lookup: (
           hostname: string,
           opts: { all?: boolean },
@@ -172,6 +177,11 @@ export class SafeDialer {
   /** Connect timeout for sockets opened on behalf of this dialer, ms. */
   get connectTimeoutMs(): number {
     return this.#connectTimeoutMs;
+  }
+
+  /** Certificates sockets opened on behalf of this dialer trust (undefined: Node's defaults). */
+  get ca(): readonly string[] | undefined {
+    return this.#ca;
   }
 
   async #pin(host: string): Promise<void> {

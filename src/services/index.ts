@@ -5,6 +5,7 @@ import type { LinksService } from './links.service.ts';
 import type { TasksService } from './tasks.service.ts';
 import type { UploadsService } from './uploads.service.ts';
 import type { UsersService } from './users.service.ts';
+import type { WebhooksService } from './webhooks.service.ts';
 import type { OutboundPolicy } from '../net/address-policy.ts';
 
 export interface Services {
@@ -16,4 +17,6 @@ export interface Services {
   links: LinksService;
   tasks: TasksService;
   policy: OutboundPolicy;
+  /** Started only where the faces run (createApp), so each API node dispatches. */
+  webhooks: WebhooksService;
 }

@@ -246,6 +246,7 @@ export class TaskRunner {
         multiFile && outcome.files.length > 1 ? landedPath.slice(0, -1).join('/') : landedPath.join('/');
       if (multiFile || remaining.length === 0) {
         const done = await this.repo.complete(task.id, lease, {
+          phase: 'seeding', // where Cloudreve leaves a finished remote download, HTTP or torrent
           download_status: finalStatus,
           result_path: resultPath,
           result_size: landedSize,
@@ -386,7 +387,7 @@ export class TaskRunner {
           completes
             ? (await this.repo
                 .in(tx)
-                .complete(task.id, lease, { phase: 'transfer', download_status: finalStatus })) !== undefined
+                .complete(task.id, lease, { phase: 'seeding', download_status: finalStatus })) !== undefined
             : this.repo.in(tx).confirmHeld(task.id, lease),
         // A completed task's history shows where the file landed, in the same transaction, so
         // no reader ever sees it completed without its path and size.

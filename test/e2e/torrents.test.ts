@@ -126,6 +126,8 @@ describe('sources', () => {
     assert.equal(r.body.code, 0, JSON.stringify(r.body));
     const done = await finished(r.body.data![0]!.id);
     assert.equal(done.status, 'completed', done.error);
+    // Where Cloudreve leaves a finished remote download, and where an HTTP task ends too.
+    assert.equal(done.summary!.phase, 'seeding');
     const status = done.summary!.props.download!;
     assert.equal(status.hash, swarm.infoHash);
     assert.equal(status.files!.length, FILES.length);

@@ -48,6 +48,7 @@ const NETWORK_CODES = new Set([
   'ENETUNREACH',
   'ENETDOWN',
   'EAI_AGAIN',
+  'ENOTFOUND',
   'UND_ERR_SOCKET',
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_HEADERS_TIMEOUT',
@@ -69,6 +70,46 @@ function errorCode(err: unknown): string | undefined {
   if (Array.isArray(inner)) return errorCode(inner[0]);
   const cause = (err as { cause?: unknown }).cause;
   return cause === undefined ? undefined : errorCode(cause);
+}
+
+/** OpenSSL/Node verification codes, in words (Node's own text suggests flags a Ferry user cannot pass). */
+const CERTIFICATE_ERRORS: Record<string, string> = {
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed',
+  SELF_SIGNED_CERT_IN_CHAIN: 'its certificate chain ends in a self-signed CA that is not trusted',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its certificate is signed by a CA that is not trusted',
+  UNABLE_TO_GET_ISSUER_CERT: 'its certificate is signed by a CA that is not trusted',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'its certificate is signed by a CA that is not trusted',
+  CERT_UNTRUSTED: 'its certificate is not trusted',
+  INVALID_CA: 'its certificate chain holds an invalid CA certificate',
+  CERT_SIGNATURE_FAILURE: 'its certificate signature is invalid',
+  CERT_HAS_EXPIRED: 'its certificate has expired',
+  CERT_NOT_YET_VALID: 'its certificate is not valid yet',
+  CERT_REVOKED: 'its certificate was revoked',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its certificate is for another host name',
+  HOSTNAME_MISMATCH: 'its certificate is for another host name',
+};
+
+/**
+ * An untrusted certificate or a failed TLS handshake as a non-retryable TLS failure with a
+ * human message, or null. Asking again gets the same certificate, so the task fails at once.
+ */
+export function tlsFailure(err: unknown, url?: URL): DownloadFailure | null {
+  const code = errorCode(err);
+  if (code === undefined) return null;
+  const host = url === undefined ? 'the origin' : `${url.hostname}${url.port ? `:${url.port}` : ''}`;
+  const what = CERTIFICATE_ERRORS[code];
+  if (what !== undefined) {
+    return new DownloadFailure(
+      'TLS',
+      `TLS certificate of ${host} not accepted: ${what} (${code}). ` +
+        'An administrator can trust its CA with --ca-file.',
+      { cause: err },
+    );
+  }
+  if (code.startsWith('ERR_SSL_') || code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || code === 'EPROTO') {
+    return new DownloadFailure('TLS', `TLS handshake with ${host} failed (${code})`, { cause: err });
+  }
+  return null;
 }
 
 /** True for failures that make a polite client slow down (fewer connections, longer waits). */
@@ -96,6 +137,8 @@ export function toFailure(err: unknown): DownloadFailure {
   if (err instanceof ContentChangedError) {
     return new DownloadFailure('HTTP_ERROR', `remote content changed during the download: ${err.message}`);
   }
+  const tls = tlsFailure(err);
+  if (tls !== null) return tls;
   const code = errorCode(err);
   const message = err instanceof Error ? err.message : String(err);
   // A malformed answer (oversized or broken head, lying framing) will not get better by asking
@@ -115,6 +158,36 @@ export function toFailure(err: unknown): DownloadFailure {
     return new DownloadFailure('DISK', `write failed (${code}): ${message}`, { cause: err });
   }
   return new DownloadFailure('NETWORK', `transfer failed: ${message}`, { retryable: true, cause: err });
+}
+
+/** What a failed connect (before any answer) means, in words a user reads on the task. */
+const CONNECT_FAILURES: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset before an answer',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENETDOWN: 'network down',
+  UND_ERR_CONNECT_TIMEOUT: 'connect timed out',
+};
+
+/**
+ * A failure to reach the origin at all (refused, reset, DNS, unreachable, connect timeout) as a
+ * retryable NETWORK failure naming host and cause, or null for anything else. The probe does not
+ * retry these itself: the task's own retry policy (retry_count, resume_time, shown on the task)
+ * does, so the user sees the failure within the connect timeout instead of after a minute of
+ * silent attempts.
+ */
+export function connectFailure(err: unknown, url: URL): DownloadFailure | null {
+  const code = errorCode(err);
+  const what = code === undefined ? undefined : CONNECT_FAILURES[code];
+  if (what === undefined) return null;
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+  return new DownloadFailure('NETWORK', `could not connect to ${url.hostname}:${port}: ${what} (${code})`, {
+    retryable: true,
+    cause: err,
+  });
 }
 
 /** Parses Retry-After (seconds or HTTP date) into ms, bounded to [0, maxMs]. */

@@ -47,11 +47,13 @@ import {
 } from './http1-connection.ts';
 import {
   backoffMs,
+  connectFailure,
   ContentChangedError,
   HttpStatusError,
   isPolitenessSignal,
   parseRetryAfter,
   StallError,
+  tlsFailure,
   toFailure,
 } from './errors.ts';
 import { deriveFileName } from './file-name.ts';
@@ -67,6 +69,8 @@ export interface HttpDownloaderOptions {
   userAgent?: string;
   /** DNS resolver (tests inject one); default dns.lookup. */
   resolve?: Resolver;
+  /** Certificates trusted for https origins (Node's roots plus `--ca-file`); absent = Node's defaults. */
+  ca?: readonly string[];
   retry?: {
     /** Failed attempts per range (without 64 KiB of progress between them) before giving up. Default 6. */
     attempts?: number;
@@ -319,6 +323,7 @@ class DownloadRun {
       policy: options.policy,
       connections: this.maxConnections,
       ...(options.resolve === undefined ? {} : { resolve: options.resolve }),
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
     });
     if (job.speedLimit > 0) this.buckets.push(new TokenBucket(job.speedLimit));
     if (global !== null) this.buckets.push(global);
@@ -568,6 +573,8 @@ class DownloadRun {
       } catch (err) {
         clearTimeout(timer);
         if (this.signal.aborted) throw err;
+        const unreachable = ctl.signal.aborted ? null : (tlsFailure(err, url) ?? connectFailure(err, url));
+        if (unreachable !== null) throw unreachable;
         const failure = toFailure(ctl.signal.aborted ? ctl.signal.reason : err);
         if (!failure.retryable || attempt >= this.opts.attempts) throw failure;
         if (isPolitenessSignal(err)) this.slowDown();
@@ -887,6 +894,7 @@ class DownloadRun {
         conn = await Http1Connection.open(this.url, addresses, {
           timeoutMs: this.dialer.connectTimeoutMs,
           signal,
+          ...(this.dialer.ca === undefined ? {} : { ca: this.dialer.ca }),
         });
         w.conn = conn;
         w.readsSeen = 0;

@@ -160,6 +160,8 @@ interface Pending<T> {
 export interface ConnectOptions {
   timeoutMs: number;
   signal: AbortSignal;
+  /** Certificates trusted for https (Node's roots plus `--ca-file`); absent = Node's defaults. */
+  ca?: readonly string[];
 }
 
 export class Http1Connection {
@@ -191,7 +193,7 @@ export class Http1Connection {
   /** Reads delivered so far (a cheap activity counter for stall watchdogs). */
   reads = 0;
 
-  private constructor(url: URL, address: ResolvedAddress) {
+  private constructor(url: URL, address: ResolvedAddress, ca: readonly string[] | undefined) {
     this.url = url;
     const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
     const onread = {
@@ -206,6 +208,7 @@ export class Http1Connection {
         port,
         ...(isIpLiteral(host) ? {} : { servername: host }),
         ALPNProtocols: ['http/1.1'],
+        ...(ca === undefined ? {} : { ca: [...ca] }),
         onread,
       };
       this.#socket = tlsConnect(options);
@@ -232,7 +235,7 @@ export class Http1Connection {
       if (connectChannel.hasSubscribers) {
         connectChannel.publish({ hostname: url.hostname, address: address.address, port: url.port });
       }
-      const conn = new Http1Connection(url, address);
+      const conn = new Http1Connection(url, address, opts.ca);
       try {
         await conn.#connected(opts);
         return conn;

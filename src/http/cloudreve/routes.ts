@@ -12,6 +12,7 @@ import { cloudreveErrorHandler } from './envelope.ts';
 import { registerContentRoutes } from './content.routes.ts';
 import { registerEventStream } from './events.routes.ts';
 import { workflowRoutes } from './workflow.routes.ts';
+import { webhookRoutes } from './webhooks.routes.ts';
 import { registerSiteRoutes } from './site.routes.ts';
 import { registerFileInfoRoutes } from './file-info.routes.ts';
 import { parseSearch, searchFolder } from '../../services/search.ts';
@@ -373,5 +374,6 @@ export async function cloudreveRoutes(app: FastifyInstance, services: Services):
   registerFileInfoRoutes(app, services);
 
   await workflowRoutes(app, services);
+  await webhookRoutes(app, services);
   registerEventStream(app, services);
 }

@@ -9,6 +9,7 @@ import { parseChecksum } from '../../services/tasks.service.ts';
 import { requireActor } from '../auth.ts';
 import { ok } from './envelope.ts';
 import { taskDto } from './dto.ts';
+import { taskProgress } from './progress.ts';
 
 const CreateDownloadBody = Type.Object({
   dst: Type.String({ maxLength: 8192 }),
@@ -56,9 +57,16 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
   app.post(
     '/workflow/download',
     { schema: { tags: ['workflow'], body: CreateDownloadBody } },
-    async (request) => {
+    async (request, reply) => {
       const actor = requireActor(request);
       const body = request.body as Static<typeof CreateDownloadBody>;
+      // Unknown fields are ignored, as Cloudreve's own binding does (a newer client's fields must
+      // not break it), and named in a header so the ignoring is visible (docs/COMPATIBILITY.md).
+      const ignored = Object.keys(body).filter((k) => !Object.hasOwn(CreateDownloadBody.properties, k));
+      if (ignored.length > 0) {
+        const names = ignored.map((k) => (/^[\w.-]{1,64}$/.test(k) ? k : '?'));
+        void reply.header('x-ferry-ignored-fields', names.join(', ').slice(0, 200));
+      }
       const checksum = parseChecksum(body.checksum);
       const { tasks: created, failures } = await tasks.create(actor, {
         dst: body.dst,
@@ -101,12 +109,7 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
     const actor = requireActor(request);
     const id = decodeTaskId((request.params as { id: string }).id);
     const task = await tasks.find(actor, id);
-    if (!task || task.status !== 'processing' || task.phase !== 'transfer' || !task.download_status)
-      return ok({});
-    return ok({
-      upload: { total: task.download_status.total, current: 0, identifier: '' },
-      upload_count: { total: 1, current: 0, identifier: '' },
-    });
+    return ok(task ? taskProgress(task) : {});
   });
   app.delete('/workflow/download/:id', { schema: { tags: ['workflow'] } }, async (request) => {
     const actor = requireActor(request);
