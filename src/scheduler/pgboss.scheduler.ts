@@ -15,7 +15,7 @@ import type { TasksRepository } from '../db/tasks.repository.ts';
 import { encodeBoolset, NodeCapability } from '../domain/boolset.ts';
 import { selectionChanges, type FileChoice, type Task } from '../domain/task.ts';
 import type { Clock } from '../lib/clock.ts';
-import { SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
+import { LEASE_LOST, SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
 import type { Services } from '../services/index.ts';
 import type { TaskControl, TasksService } from '../services/tasks.service.ts';
 import { CHANNELS, PgBus } from './pg-bus.ts';
@@ -58,8 +58,9 @@ export class PgBossScheduler implements Scheduler {
   private readonly o: PgBossSchedulerOptions;
   private readonly boss: PgBoss;
   private readonly bus: PgBus;
-  readonly lease = `${process.pid}-${randomUUID()}`;
   private readonly runningPromises = new Map<number, Promise<void>>();
+  /** Each running task's lease token: a fresh one per claim (per run), never per process. */
+  private readonly leases = new Map<number, string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private pumping = false;
   private again = false;
@@ -258,6 +259,15 @@ export class PgBossScheduler implements Scheduler {
   /** Claims the task behind a job (if it still wants to run) and runs it here. */
   private async take(taskId: number): Promise<void> {
     const now = this.o.clock.now();
+    if (this.runningPromises.has(taskId)) {
+      // Still running here (its lease lapsed, e.g. in a database outage, and supervision put it
+      // back in a queue): never a second run on this node. Check the lease now — a lost one
+      // stops the old run — and offer the job again shortly; the run that ends re-sends it too.
+      void this.renewLeases();
+      const again = await this.o.repo.get(taskId);
+      if (again) await this.enqueueMany([again], now + 1000);
+      return;
+    }
     const task = await this.o.repo.get(taskId);
     if (!task) return;
     const runnable =
@@ -269,14 +279,15 @@ export class PgBossScheduler implements Scheduler {
       await this.enqueueMany([task], now + 2000);
       return;
     }
+    const lease = `${process.pid}-${randomUUID()}`;
     const claimed = await this.o.repo.claim(taskId, {
-      lease: this.lease,
+      lease,
       leaseMs: this.o.leaseMs,
       nodeId: this.o.nodeId,
     });
     if (!claimed) return; // someone canceled or claimed it first
     this.o.tasks.emit(claimed);
-    this.launch(claimed);
+    this.launch(claimed, lease);
   }
 
   private async atGroupLimit(ownerId: number): Promise<boolean> {
@@ -291,17 +302,19 @@ export class PgBossScheduler implements Scheduler {
     return (await this.o.repo.countProcessing(ownerId)) >= max;
   }
 
-  private launch(task: Task): void {
+  private launch(task: Task, lease: string): void {
     const runner = this.o.runner!;
     const controller = new AbortController();
     this.o.tasks.running.set(task.id, controller);
+    this.leases.set(task.id, lease);
     const done = runner
-      .run(task, this.lease, controller)
+      .run(task, lease, controller)
       .catch(() => undefined)
       .then(() => this.afterRun(task.id))
       .catch((e) => this.o.onError?.(e))
       .finally(() => {
         this.o.tasks.running.delete(task.id);
+        this.leases.delete(task.id);
         this.runningPromises.delete(task.id);
         this.wake();
       });
@@ -318,17 +331,18 @@ export class PgBossScheduler implements Scheduler {
   }
 
   private async renewLeases(): Promise<void> {
-    const ids = [...this.runningPromises.keys()];
-    if (ids.length === 0) return;
-    const renewed = await this.o.repo.renewLeases(ids, this.lease, this.o.leaseMs).catch(() => undefined);
+    const runs = [...this.leases].map(([id, lease]) => ({ id, lease }));
+    if (runs.length === 0) return;
+    const renewed = await this.o.repo.renewLeases(runs, this.o.leaseMs).catch(() => undefined);
     if (!renewed) return; // database away: try again next time (the lease may lapse meanwhile)
     const kept = new Set(renewed);
-    for (const id of ids) {
-      if (kept.has(id)) continue;
-      // Finished meanwhile, or our lease lapsed and another node took it: stop without
-      // touching its staging (the runner checks the owner before cleaning up).
+    for (const { id, lease } of runs) {
+      if (kept.has(id) || this.leases.get(id) !== lease) continue;
+      // Not renewed: the run finished meanwhile, or its lease lapsed (the task was put back in a
+      // queue, taken by another run, or ended). Stop it without touching the staging area or
+      // storage, which belong to whoever holds the task now.
       const row = await this.o.repo.get(id).catch(() => undefined);
-      if (row?.lease_owner && row.lease_owner !== this.lease) this.o.tasks.running.get(id)?.abort(SHUTDOWN);
+      if (row && row.lease_owner !== lease) this.o.tasks.running.get(id)?.abort(LEASE_LOST);
     }
   }
 
