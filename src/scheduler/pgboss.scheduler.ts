@@ -7,7 +7,7 @@
 // again; another node resumes it from its checkpoint. Wake-ups are NOTIFY-fast (pg-bus.ts) with
 // a short polling backstop; cancels, file selections and progress travel on the same bus.
 import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { PgBoss, type Job } from 'pg-boss';
 import type { Config } from '../config/config.ts';
 import type { DB } from '../db/schema.ts';
@@ -25,8 +25,15 @@ export const SHARED_QUEUE = 'ferry-tasks';
 export const nodeQueue = (nodeId: number): string => `ferry-node-${nodeId}`;
 /** What a node that runs tasks advertises: bit 3, remote download. */
 export const RUNNER_CAPABILITIES = encodeBoolset([NodeCapability.remoteDownload]);
-/** A worker node not seen for this long counts as offline. */
-export const NODE_STALE_MS = 30_000;
+/**
+ * A worker node unseen for one lease counts as dead: it renews its tasks' leases and its
+ * heartbeat on the same beat (`heartbeatMs`), so its tasks' leases lapse when it is declared
+ * dead, not long before or after.
+ */
+export const nodeStaleMs = (leaseMs: number): number => leaseMs;
+/** How often a node heartbeats and renews its leases: three times per lease, at least every 5 s. */
+export const heartbeatMs = (leaseMs: number): number =>
+  Math.max(250, Math.min(5000, Math.floor(leaseMs / 3)));
 const POLL_MS = 1000;
 /** Queued tasks older than this without a live job get one again (a send that was lost). */
 const ORPHAN_MS = 15_000;
@@ -152,7 +159,7 @@ export class PgBossScheduler implements Scheduler {
     this.timers.push(setInterval(() => void this.supervise().catch((e) => this.o.onError?.(e)), superviseMs));
     if (this.runs) {
       this.timers.push(setInterval(() => this.wake(), POLL_MS));
-      this.timers.push(setInterval(() => void this.renewLeases(), Math.floor(this.o.leaseMs / 3)));
+      this.timers.push(setInterval(() => void this.renewLeases(), heartbeatMs(this.o.leaseMs)));
     }
     void this.supervise().catch((e) => this.o.onError?.(e));
     this.wake();
@@ -192,7 +199,7 @@ export class PgBossScheduler implements Scheduler {
       .executeTakeFirst();
     const alive =
       node?.status === 'active' &&
-      (node.type === 'master' || node.last_seen_at > this.o.clock.now() - NODE_STALE_MS);
+      (node.type === 'master' || node.last_seen_at > this.o.clock.now() - nodeStaleMs(this.o.leaseMs));
     return alive ? nodeQueue(preferred) : SHARED_QUEUE;
   }
 
@@ -398,8 +405,47 @@ export class PgBossScheduler implements Scheduler {
       .set({ status: 'offline' })
       .where('type', '=', 'slave')
       .where('status', '=', 'active')
-      .where('last_seen_at', '<', now - NODE_STALE_MS)
+      .where('last_seen_at', '<', now - nodeStaleMs(this.o.leaseMs))
       .execute();
+    // 4. Jobs waiting in a dead node's own queue (tasks created with preferred_node_id) move to
+    //    the shared queue: the preference is a preference, and work never waits for a node
+    //    that may not come back.
+    const waiting = await sql<{ name: string }>`
+      SELECT DISTINCT name FROM pgboss.job
+      WHERE name LIKE 'ferry-node-%' AND state IN ('created', 'retry') AND start_after <= now()`.execute(
+      this.o.db,
+    );
+    const withJobs = waiting.rows
+      .map((r) => Number(/^ferry-node-(\d+)$/.exec(r.name)?.[1]))
+      .filter((id) => Number.isSafeInteger(id) && id !== this.o.nodeId);
+    if (withJobs.length === 0) return;
+    const live = await this.o.db
+      .selectFrom('nodes')
+      .select('id')
+      .where('id', 'in', withJobs)
+      .where('status', '=', 'active')
+      .where((eb) =>
+        eb.or([eb('type', '=', 'master'), eb('last_seen_at', '>=', now - nodeStaleMs(this.o.leaseMs))]),
+      )
+      .execute();
+    const alive = new Set(live.map((n) => n.id));
+    for (const id of withJobs) if (!alive.has(id)) await this.moveToShared(id);
+  }
+
+  /** Moves the jobs waiting in a node's own queue to the shared queue. */
+  private async moveToShared(nodeId: number): Promise<void> {
+    const queue = nodeQueue(nodeId);
+    for (;;) {
+      const jobs = await this.boss.fetch<JobData>(queue, { batchSize: 100 });
+      if (jobs.length === 0) return;
+      const tasks = await this.o.repo.getMany(jobs.map((j) => j.data.taskId));
+      // queueFor sends them to the shared queue now that the node is not alive.
+      if (tasks.length) await this.enqueueMany(tasks);
+      await this.boss.complete(
+        queue,
+        jobs.map((j) => j.id),
+      );
+    }
   }
 
   /** A restarted worker (same unique name) takes its earlier incarnation's tasks back at once. */
@@ -414,6 +460,10 @@ export class PgBossScheduler implements Scheduler {
     for (const timer of this.timers) clearInterval(timer);
     for (const controller of this.o.tasks.running.values()) controller.abort(SHUTDOWN);
     await Promise.allSettled([...this.runningPromises.values()]);
+    // A worker leaving (already marked offline, so handed-back tasks went to the shared queue):
+    // what still waits in its own queue goes there too, instead of waiting for it to return.
+    if (this.started && this.o.recoverOwnTasks)
+      await this.moveToShared(this.o.nodeId).catch((e) => this.o.onError?.(e));
     // Handed-back tasks got their jobs in afterRun (the bus and pg-boss are still up here).
     this.o.tasks.signals = undefined;
     await this.bus.stop();

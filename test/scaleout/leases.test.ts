@@ -148,4 +148,66 @@ if (dialect === 'postgres') {
       );
     });
   });
+
+  describe('a worker holding pinned tasks (preferred_node_id) stops or dies', () => {
+    let server: TestServer;
+    const workers = new Map<string, TestWorker>();
+    let token = '';
+    before(async () => {
+      server = await startServer({ args: [...NET, '--scheduler', 'pgboss', '--no-run-tasks'] });
+      token = (await server.signIn()).access;
+      await server.api('POST', '/file/create', {
+        token,
+        body: { uri: 'cloudreve://my/pin', type: 'folder' },
+      });
+      workers.set(
+        'keeper',
+        await startWorker(server, 'keeper', { args: [...NET, '--max-concurrent-tasks', '8'] }),
+      );
+    });
+    after(async () => {
+      if (process.env.FERRY_TEST_VERBOSE)
+        console.log(server?.output(), ...[...workers.values()].map((w) => w.output()));
+      for (const w of workers.values()) await w.stop();
+      await server?.stop();
+    });
+
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      test(`${signal}: its running and waiting pinned tasks all complete on the other worker within lease + 10 s`, async () => {
+        const name = `pinned-${signal.toLowerCase()}`;
+        const victim = await startWorker(server, name, { args: [...NET, '--max-concurrent-tasks', '2'] });
+        workers.set(name, victim);
+        const nodes = (
+          await server.api<Array<{ id: string; name: string }>>('GET', '/user/setting/nodes', { token })
+        ).body.data!;
+        const pinnedTo = nodes.find((n) => n.name === name)!.id;
+        const size = 2 * MiB;
+        const paths = [0, 1, 2, 3].map((i) => `/${name}-${i}.bin`);
+        const srcs = paths.map((p, i) => origin.route(p, { size, seed: 1000 + i, throttle: 256 * 1024 }));
+        // Two run on the victim, two wait in its own queue.
+        const tasks = await createTasks(server, token, srcs, 'cloudreve://my/pin', {
+          connections: 2,
+          preferred_node_id: pinnedTo,
+        });
+        await waitFor(
+          async () =>
+            paths.filter((p) => origin.bytesServed(p) > 256 * 1024).length >= 2 ? true : undefined,
+          30_000,
+          'two pinned tasks to be downloading on the victim',
+        );
+        const killedAt = Date.now();
+        victim.kill(signal);
+        await victim.exited();
+        workers.delete(name);
+        for (const [i, t] of tasks.entries()) {
+          const left = LEASE_S * 1000 + 10_000 - (Date.now() - killedAt);
+          const done = (await finished(server, token, t.id, Math.max(0, left))) as RunningTask;
+          assert.equal(done.status, 'completed', JSON.stringify(done));
+          assert.equal(done.node?.name, 'keeper');
+          const body = await readBack(server, token, `cloudreve://my/pin/${name}-${i}.bin`);
+          assert.equal(sha256(body), expectedSha256(size, 1000 + i));
+        }
+      });
+    }
+  });
 }
