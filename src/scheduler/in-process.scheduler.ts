@@ -82,8 +82,8 @@ export class InProcessScheduler implements Scheduler {
         nodeId: this.tasks.nodeId,
       });
       if (!claimed) continue; // someone canceled or claimed it first
-      this.tasks.emit(claimed);
       this.launch(claimed, lease);
+      this.tasks.emit(claimed); // after launch: the byte metrics take it as the baseline
     }
   }
 

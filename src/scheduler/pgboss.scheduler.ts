@@ -293,8 +293,8 @@ export class PgBossScheduler implements Scheduler {
       nodeId: this.o.nodeId,
     });
     if (!claimed) return; // someone canceled or claimed it first
-    this.o.tasks.emit(claimed);
     this.launch(claimed, lease);
+    this.o.tasks.emit(claimed); // after launch: this node's byte metrics take it as the baseline
   }
 
   private async atGroupLimit(ownerId: number): Promise<boolean> {

@@ -93,6 +93,9 @@ export async function startWorkerNode(config: Config, name: string): Promise<Wor
       .execute()
       .catch(() => undefined);
   };
+  // Abandoned partials in this node's staging area (tasks that finished or no longer exist,
+  // e.g. killed between landing and clean-up); resumable ones of waiting tasks stay.
+  await runner.sweepLeftovers().catch(() => undefined);
   await scheduler.start();
   const heartbeat = setInterval(() => void beat(), heartbeatMs(config.leaseSeconds * 1000));
   let closing: Promise<void> | undefined;

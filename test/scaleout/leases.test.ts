@@ -5,6 +5,9 @@
 // committed. PostgreSQL only: the scaled-out modes refuse SQLite (test/scaleout/multi-node).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expectedSha256, startOrigin, type Origin } from '../helpers/origin.ts';
 import { startS3, type LocalS3 } from '../storage/s3rver.ts';
@@ -209,5 +212,42 @@ if (dialect === 'postgres') {
         }
       });
     }
+  });
+
+  describe('an API node that runs tasks beside a worker', () => {
+    let server: TestServer;
+    let worker: TestWorker | undefined;
+    after(async () => {
+      await worker?.stop();
+      await server?.stop();
+    });
+
+    test('the worker cleans abandoned staging at start; /metrics counts each of the node’s own bytes once', async () => {
+      server = await startServer({ args: [...NET, '--scheduler', 'pgboss', '--max-concurrent-tasks', '2'] });
+      // Partials of a task that no longer exists, left by an earlier run of some node.
+      const abandoned = join(server.dataDir, 'staging', 'tasks', '987654');
+      await mkdir(abandoned, { recursive: true });
+      await writeFile(join(abandoned, 'part.bin'), Buffer.alloc(256 * 1024));
+      worker = await startWorker(server, 'w-metrics', { args: [...NET, '--max-concurrent-tasks', '2'] });
+      assert.equal(existsSync(abandoned), false, 'the worker removed the abandoned partials');
+      const token = (await server.signIn()).access;
+      await server.api('POST', '/file/create', { token, body: { uri: 'cloudreve://my/m', type: 'folder' } });
+      const size = 512 * 1024;
+      const srcs = Array.from({ length: 6 }, (_, i) =>
+        origin.route(`/metrics-${i}.bin`, { size, seed: 1100 + i, throttle: 256 * 1024 }),
+      );
+      const tasks = await createTasks(server, token, srcs, 'cloudreve://my/m', { connections: 1 });
+      let own = 0;
+      for (const t of tasks) {
+        const done = (await finished(server, token, t.id)) as RunningTask;
+        assert.equal(done.status, 'completed', JSON.stringify(done));
+        if (done.node?.name === 'Master') own += size;
+      }
+      assert.ok(own > 0 && own < 6 * size, `both nodes ran tasks (API node: ${own / size})`);
+      await sleep(1500); // late (relayed) events of the last completions
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      const counted = Number(/^ferry_downloaded_bytes_total (\d+)/m.exec(text)?.[1]);
+      assert.equal(counted, own, 'bytes of the API node’s own tasks, each once');
+    });
   });
 }
