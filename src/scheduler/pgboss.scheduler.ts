@@ -6,7 +6,7 @@
 // supervises: a task whose lease lapsed (its node died) goes back to `queued` and into a queue
 // again; another node resumes it from its checkpoint. Wake-ups are NOTIFY-fast (pg-bus.ts) with
 // a short polling backstop; cancels, file selections and progress travel on the same bus.
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import { PgBoss, type Job } from 'pg-boss';
 import type { Config } from '../config/config.ts';
@@ -20,6 +20,14 @@ import type { Services } from '../services/index.ts';
 import type { TaskControl, TasksService } from '../services/tasks.service.ts';
 import { CHANNELS, PgBus } from './pg-bus.ts';
 import type { Scheduler } from './port.ts';
+
+/**
+ * Identifies a signing secret without revealing it. The API node stores its own in `settings`;
+ * a worker whose secret.key differs refuses to start (its links and tokens would not verify).
+ */
+export const SECRET_FINGERPRINT_KEY = 'secret_fingerprint';
+export const secretFingerprint = (secret: Buffer): string =>
+  createHmac('sha256', secret).update('ferry secret fingerprint').digest('hex').slice(0, 32);
 
 export const SHARED_QUEUE = 'ferry-tasks';
 export const nodeQueue = (nodeId: number): string => `ferry-node-${nodeId}`;
@@ -119,6 +127,12 @@ export class PgBossScheduler implements Scheduler {
         last_seen_at: clock.now(),
       })
       .where('id', '=', services.tasks.nodeId)
+      .execute();
+    const fingerprint = secretFingerprint(services.ctx.secret);
+    await db
+      .insertInto('settings')
+      .values({ key: SECRET_FINGERPRINT_KEY, value: fingerprint })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value: fingerprint }))
       .execute();
     return new PgBossScheduler({
       databaseUrl: config.databaseUrl,

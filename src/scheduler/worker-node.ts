@@ -10,7 +10,14 @@ import { ConfigError, type Config } from '../config/config.ts';
 import { dialectOf } from '../db/database.ts';
 import type { DB } from '../db/schema.ts';
 import { systemClock } from '../lib/clock.ts';
-import { heartbeatMs, nodeStaleMs, PgBossScheduler, RUNNER_CAPABILITIES } from './pgboss.scheduler.ts';
+import {
+  heartbeatMs,
+  nodeStaleMs,
+  PgBossScheduler,
+  RUNNER_CAPABILITIES,
+  SECRET_FINGERPRINT_KEY,
+  secretFingerprint,
+} from './pgboss.scheduler.ts';
 
 export interface WorkerNode {
   nodeId: number;
@@ -67,6 +74,19 @@ export async function startWorkerNode(config: Config, name: string): Promise<Wor
   });
   const { services } = core;
   const nodeId = services.tasks.nodeId;
+  const cluster = await services.ctx.db
+    .selectFrom('settings')
+    .select('value')
+    .where('key', '=', SECRET_FINGERPRINT_KEY)
+    .executeTakeFirst();
+  if (cluster && cluster.value !== secretFingerprint(services.ctx.secret)) {
+    await services.ctx.db.updateTable('nodes').set({ status: 'offline' }).where('id', '=', nodeId).execute();
+    await core.close();
+    throw new ConfigError(
+      `${config.dataDir}/secret.key differs from the API node's: copy the API node's secret.key into this ` +
+        `worker's data dir (every node must sign links and tokens with the same secret)`,
+    );
+  }
   const built = await buildRunner(config, services, core.taskRepo);
   const runner = built.runner;
   const scheduler = new PgBossScheduler({

@@ -6,7 +6,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expectedSha256, startOrigin, type Origin } from '../helpers/origin.ts';
@@ -230,6 +232,19 @@ if (dialect === 'postgres') {
       await writeFile(join(abandoned, 'part.bin'), Buffer.alloc(256 * 1024));
       worker = await startWorker(server, 'w-metrics', { args: [...NET, '--max-concurrent-tasks', '2'] });
       assert.equal(existsSync(abandoned), false, 'the worker removed the abandoned partials');
+      // A worker whose data dir has another secret.key would sign links nobody else accepts.
+      const otherDir = await mkdtemp(join(tmpdir(), 'ferry-other-'));
+      try {
+        await writeFile(join(otherDir, 'secret.key'), randomBytes(32).toString('hex') + '\n', {
+          mode: 0o600,
+        });
+        await assert.rejects(
+          startWorker(server, 'w-stranger', { args: NET, env: { FERRY_DATA_DIR: otherDir } }),
+          /secret\.key differs from the API node's/,
+        );
+      } finally {
+        await rm(otherDir, { recursive: true, force: true });
+      }
       const token = (await server.signIn()).access;
       await server.api('POST', '/file/create', { token, body: { uri: 'cloudreve://my/m', type: 'folder' } });
       const size = 512 * 1024;
