@@ -20,6 +20,7 @@ import * as fileListIndexes from './migrations/0003_file_list_indexes.ts';
 import * as blobCrc32 from './migrations/0004_blob_crc32.ts';
 import * as idsNeverReused from './migrations/0005_ids_never_reused.ts';
 import * as sessions from './migrations/0006_sessions.ts';
+import * as taskRuns from './migrations/0010_task_runs.ts';
 import * as webhooks from './migrations/0011_webhooks.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -112,6 +113,7 @@ async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
     '0004_blob_crc32': bind(blobCrc32),
     '0005_ids_never_reused': bind(idsNeverReused),
     '0006_sessions': bind(sessions),
+    '0010_task_runs': bind(taskRuns),
     '0011_webhooks': bind(webhooks),
   };
   // Kysely takes an advisory lock on PostgreSQL, so several nodes can start at once.

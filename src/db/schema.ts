@@ -165,6 +165,8 @@ export interface TasksTable {
   selection: string | null;
   /** JSON array of file indexes already landed in the drive */
   landed: Generated<string>;
+  /** how many times the task was claimed (0010_task_runs): the current run's number */
+  run_count: Generated<number>;
   created_at: number;
   updated_at: number;
   started_at: number | null;

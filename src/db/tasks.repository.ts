@@ -248,8 +248,9 @@ export class TasksRepository {
   }
 
   /**
-   * queued (or suspended and due) → processing, for this node under a new lease. Both
-   * schedulers claim with this; a task claimed, canceled or not yet due is left alone.
+   * queued (or suspended and due) → processing, for this node under a new lease: one run, with
+   * a token of its own (never reused by a later run, even on the same node) and the next run
+   * number. Both schedulers claim with this; a task claimed, canceled or not yet due is left alone.
    */
   async claim(id: number, by: { lease: string; leaseMs: number; nodeId: number }): Promise<Task | undefined> {
     const now = this.clock.now();
@@ -262,20 +263,20 @@ export class TasksRepository {
         node_id: by.nodeId,
         started_at: sql<number>`coalesce(started_at, ${now})`,
         resume_time: null,
+        run_count: sql<number>`run_count + 1`,
       },
       undefined,
       runnableAt(now),
     );
   }
 
-  /** Extends the leases of the tasks still held under `lease`; returns the ids renewed. */
-  async renewLeases(ids: readonly number[], lease: string, leaseMs: number): Promise<number[]> {
-    if (ids.length === 0) return [];
+  /** Extends the leases of the runs still holding their tasks; returns the ids renewed. */
+  async renewLeases(runs: ReadonlyArray<{ id: number; lease: string }>, leaseMs: number): Promise<number[]> {
+    if (runs.length === 0) return [];
     const rows = await this.db
       .updateTable('tasks')
       .set({ lease_expires_at: this.clock.now() + leaseMs })
-      .where('id', 'in', [...ids])
-      .where('lease_owner', '=', lease)
+      .where((eb) => eb.or(runs.map((r) => eb.and([eb('id', '=', r.id), eb('lease_owner', '=', r.lease)]))))
       .returning('id')
       .execute();
     return rows.map((r) => r.id);

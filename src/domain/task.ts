@@ -92,6 +92,8 @@ export interface Task {
   selection: StoredSelection | null;
   /** file indexes already landed in the drive */
   landed: number[];
+  /** how many times the task was claimed: the current (or last) run's number */
+  run_count: number;
   created_at: number;
   updated_at: number;
   started_at: number | null;

@@ -88,32 +88,45 @@ export function registerMetrics(app: FastifyInstance, services: Services): Regis
   // Bytes and speed of the downloads this process runs, from the progress each task reports.
   const downloaded = new Counter({
     name: 'ferry_downloaded_bytes_total',
-    help: 'Bytes downloaded by tasks running in this process',
+    help: 'Bytes downloaded by tasks running in this process (each byte once)',
     registers: [registry],
   });
-  // Per active task: bytes already counted, and its speed while it runs.
+  // Per active task: bytes already counted, and its speed while it runs. Only tasks running in
+  // this process count (an API node also sees other nodes' tasks, relayed for SSE), and a
+  // finished task is never counted again (its "completed" can arrive twice: once from the
+  // runner, once relayed back from the database).
   const active = new Map<number, { downloaded: number; speed: number }>();
+  const finished = new Set<number>();
+  const running = services.tasks.running;
   new Gauge({
     name: 'ferry_download_speed_bytes',
     help: 'Current download speed summed over the tasks running in this process, bytes/s',
     registers: [registry],
     collect() {
       let sum = 0;
-      for (const t of active.values()) sum += t.speed;
+      for (const [id, t] of active) {
+        if (running.has(id)) sum += t.speed;
+        else active.delete(id); // its run ended here without a final event (e.g. taken over)
+      }
       this.set(sum);
     },
   });
   const onTask = ({ task }: TaskEvent) => {
+    if (finished.has(task.id) || !running.has(task.id)) return;
     const status = task.download_status;
-    const previous = active.get(task.id) ?? { downloaded: 0, speed: 0 };
-    const bytes = status ? status.downloaded : previous.downloaded;
-    if (bytes > previous.downloaded) downloaded.inc(bytes - previous.downloaded);
+    // The first event of a run here (its claim) is the baseline: bytes a resumed task had
+    // before (another node's, or an earlier process's) are not this run's.
+    const previous = active.get(task.id);
+    const bytes = status ? status.downloaded : (previous?.downloaded ?? 0);
+    if (previous && bytes > previous.downloaded) downloaded.inc(bytes - previous.downloaded);
     if (task.status === 'completed' || task.status === 'error' || task.status === 'canceled') {
       active.delete(task.id);
+      finished.add(task.id);
+      if (finished.size > 10_000) finished.delete(finished.values().next().value!);
       return;
     }
     active.set(task.id, {
-      downloaded: Math.max(bytes, previous.downloaded),
+      downloaded: Math.max(bytes, previous?.downloaded ?? 0),
       speed: task.status === 'processing' && status ? status.download_speed : 0,
     });
   };

@@ -20,9 +20,9 @@ export class InProcessScheduler implements Scheduler {
   private readonly tasks: TasksService;
   private readonly runner: TaskRunner;
   private readonly maxConcurrent: number;
-  /** This process's lease owner id: a new one per start, so a restart reclaims old leases. */
-  readonly lease = `${process.pid}-${randomUUID()}`;
   private readonly runningPromises = new Map<number, Promise<void>>();
+  /** Each running task's lease token: a fresh one per claim (per run), never per process. */
+  private readonly leases = new Map<number, string>();
   private timer: NodeJS.Timeout | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private pumping = false;
@@ -75,25 +75,28 @@ export class InProcessScheduler implements Scheduler {
     while (!this.stopped && this.runningPromises.size < this.maxConcurrent) {
       const next = await this.pickNext();
       if (!next) return;
+      const lease = `${process.pid}-${randomUUID()}`;
       const claimed = await this.repo.claim(next.id, {
-        lease: this.lease,
+        lease,
         leaseMs: LEASE_MS,
         nodeId: this.tasks.nodeId,
       });
       if (!claimed) continue; // someone canceled or claimed it first
-      this.tasks.emit(claimed);
-      this.launch(claimed);
+      this.launch(claimed, lease);
+      this.tasks.emit(claimed); // after launch: the byte metrics take it as the baseline
     }
   }
 
-  private launch(task: Task): void {
+  private launch(task: Task, lease: string): void {
     const controller = new AbortController();
     this.tasks.running.set(task.id, controller);
+    this.leases.set(task.id, lease);
     const done = this.runner
-      .run(task, this.lease, controller)
-      .catch(() => this.requeue(task.id))
+      .run(task, lease, controller)
+      .catch(() => this.requeue(task.id, lease))
       .finally(() => {
         this.tasks.running.delete(task.id);
+        this.leases.delete(task.id);
         this.runningPromises.delete(task.id);
         this.wake();
       });
@@ -105,10 +108,10 @@ export class InProcessScheduler implements Scheduler {
    * failed the task): hand the task back to the queue as soon as the database answers, so it
    * runs again (resuming from its checkpoint) instead of staying 'processing' until a restart.
    */
-  private async requeue(taskId: number): Promise<void> {
+  private async requeue(taskId: number, lease: string): Promise<void> {
     while (!this.stopped) {
       try {
-        const queued = await this.repo.requeue(taskId, this.lease);
+        const queued = await this.repo.requeue(taskId, lease);
         if (queued) this.tasks.emit(queued);
         return; // queued again, or no longer ours (canceled, claimed elsewhere)
       } catch {
@@ -145,9 +148,8 @@ export class InProcessScheduler implements Scheduler {
   }
 
   private async renewLeases(): Promise<void> {
-    const ids = [...this.runningPromises.keys()];
-    if (ids.length === 0) return;
-    await this.repo.renewLeases(ids, this.lease, LEASE_MS).catch(() => undefined);
+    const runs = [...this.leases].map(([id, lease]) => ({ id, lease }));
+    await this.repo.renewLeases(runs, LEASE_MS).catch(() => undefined);
   }
 
   async stop(): Promise<void> {

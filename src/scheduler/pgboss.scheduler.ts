@@ -6,8 +6,8 @@
 // supervises: a task whose lease lapsed (its node died) goes back to `queued` and into a queue
 // again; another node resumes it from its checkpoint. Wake-ups are NOTIFY-fast (pg-bus.ts) with
 // a short polling backstop; cancels, file selections and progress travel on the same bus.
-import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { createHmac, randomUUID } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
 import { PgBoss, type Job } from 'pg-boss';
 import type { Config } from '../config/config.ts';
 import type { DB } from '../db/schema.ts';
@@ -15,18 +15,33 @@ import type { TasksRepository } from '../db/tasks.repository.ts';
 import { encodeBoolset, NodeCapability } from '../domain/boolset.ts';
 import { selectionChanges, type FileChoice, type Task } from '../domain/task.ts';
 import type { Clock } from '../lib/clock.ts';
-import { SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
+import { LEASE_LOST, SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
 import type { Services } from '../services/index.ts';
 import type { TaskControl, TasksService } from '../services/tasks.service.ts';
 import { CHANNELS, PgBus } from './pg-bus.ts';
 import type { Scheduler } from './port.ts';
 
+/**
+ * Identifies a signing secret without revealing it. The API node stores its own in `settings`;
+ * a worker whose secret.key differs refuses to start (its links and tokens would not verify).
+ */
+export const SECRET_FINGERPRINT_KEY = 'secret_fingerprint';
+export const secretFingerprint = (secret: Buffer): string =>
+  createHmac('sha256', secret).update('ferry secret fingerprint').digest('hex').slice(0, 32);
+
 export const SHARED_QUEUE = 'ferry-tasks';
 export const nodeQueue = (nodeId: number): string => `ferry-node-${nodeId}`;
 /** What a node that runs tasks advertises: bit 3, remote download. */
 export const RUNNER_CAPABILITIES = encodeBoolset([NodeCapability.remoteDownload]);
-/** A worker node not seen for this long counts as offline. */
-export const NODE_STALE_MS = 30_000;
+/**
+ * A worker node unseen for one lease counts as dead: it renews its tasks' leases and its
+ * heartbeat on the same beat (`heartbeatMs`), so its tasks' leases lapse when it is declared
+ * dead, not long before or after.
+ */
+export const nodeStaleMs = (leaseMs: number): number => leaseMs;
+/** How often a node heartbeats and renews its leases: three times per lease, at least every 5 s. */
+export const heartbeatMs = (leaseMs: number): number =>
+  Math.max(250, Math.min(5000, Math.floor(leaseMs / 3)));
 const POLL_MS = 1000;
 /** Queued tasks older than this without a live job get one again (a send that was lost). */
 const ORPHAN_MS = 15_000;
@@ -58,8 +73,9 @@ export class PgBossScheduler implements Scheduler {
   private readonly o: PgBossSchedulerOptions;
   private readonly boss: PgBoss;
   private readonly bus: PgBus;
-  readonly lease = `${process.pid}-${randomUUID()}`;
   private readonly runningPromises = new Map<number, Promise<void>>();
+  /** Each running task's lease token: a fresh one per claim (per run), never per process. */
+  private readonly leases = new Map<number, string>();
   private readonly timers: NodeJS.Timeout[] = [];
   private pumping = false;
   private again = false;
@@ -112,6 +128,12 @@ export class PgBossScheduler implements Scheduler {
       })
       .where('id', '=', services.tasks.nodeId)
       .execute();
+    const fingerprint = secretFingerprint(services.ctx.secret);
+    await db
+      .insertInto('settings')
+      .values({ key: SECRET_FINGERPRINT_KEY, value: fingerprint })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value: fingerprint }))
+      .execute();
     return new PgBossScheduler({
       databaseUrl: config.databaseUrl,
       db,
@@ -151,7 +173,7 @@ export class PgBossScheduler implements Scheduler {
     this.timers.push(setInterval(() => void this.supervise().catch((e) => this.o.onError?.(e)), superviseMs));
     if (this.runs) {
       this.timers.push(setInterval(() => this.wake(), POLL_MS));
-      this.timers.push(setInterval(() => void this.renewLeases(), Math.floor(this.o.leaseMs / 3)));
+      this.timers.push(setInterval(() => void this.renewLeases(), heartbeatMs(this.o.leaseMs)));
     }
     void this.supervise().catch((e) => this.o.onError?.(e));
     this.wake();
@@ -191,7 +213,7 @@ export class PgBossScheduler implements Scheduler {
       .executeTakeFirst();
     const alive =
       node?.status === 'active' &&
-      (node.type === 'master' || node.last_seen_at > this.o.clock.now() - NODE_STALE_MS);
+      (node.type === 'master' || node.last_seen_at > this.o.clock.now() - nodeStaleMs(this.o.leaseMs));
     return alive ? nodeQueue(preferred) : SHARED_QUEUE;
   }
 
@@ -258,6 +280,15 @@ export class PgBossScheduler implements Scheduler {
   /** Claims the task behind a job (if it still wants to run) and runs it here. */
   private async take(taskId: number): Promise<void> {
     const now = this.o.clock.now();
+    if (this.runningPromises.has(taskId)) {
+      // Still running here (its lease lapsed, e.g. in a database outage, and supervision put it
+      // back in a queue): never a second run on this node. Check the lease now — a lost one
+      // stops the old run — and offer the job again shortly; the run that ends re-sends it too.
+      void this.renewLeases();
+      const again = await this.o.repo.get(taskId);
+      if (again) await this.enqueueMany([again], now + 1000);
+      return;
+    }
     const task = await this.o.repo.get(taskId);
     if (!task) return;
     const runnable =
@@ -269,14 +300,15 @@ export class PgBossScheduler implements Scheduler {
       await this.enqueueMany([task], now + 2000);
       return;
     }
+    const lease = `${process.pid}-${randomUUID()}`;
     const claimed = await this.o.repo.claim(taskId, {
-      lease: this.lease,
+      lease,
       leaseMs: this.o.leaseMs,
       nodeId: this.o.nodeId,
     });
     if (!claimed) return; // someone canceled or claimed it first
-    this.o.tasks.emit(claimed);
-    this.launch(claimed);
+    this.launch(claimed, lease);
+    this.o.tasks.emit(claimed); // after launch: this node's byte metrics take it as the baseline
   }
 
   private async atGroupLimit(ownerId: number): Promise<boolean> {
@@ -291,17 +323,19 @@ export class PgBossScheduler implements Scheduler {
     return (await this.o.repo.countProcessing(ownerId)) >= max;
   }
 
-  private launch(task: Task): void {
+  private launch(task: Task, lease: string): void {
     const runner = this.o.runner!;
     const controller = new AbortController();
     this.o.tasks.running.set(task.id, controller);
+    this.leases.set(task.id, lease);
     const done = runner
-      .run(task, this.lease, controller)
+      .run(task, lease, controller)
       .catch(() => undefined)
       .then(() => this.afterRun(task.id))
       .catch((e) => this.o.onError?.(e))
       .finally(() => {
         this.o.tasks.running.delete(task.id);
+        this.leases.delete(task.id);
         this.runningPromises.delete(task.id);
         this.wake();
       });
@@ -318,17 +352,18 @@ export class PgBossScheduler implements Scheduler {
   }
 
   private async renewLeases(): Promise<void> {
-    const ids = [...this.runningPromises.keys()];
-    if (ids.length === 0) return;
-    const renewed = await this.o.repo.renewLeases(ids, this.lease, this.o.leaseMs).catch(() => undefined);
+    const runs = [...this.leases].map(([id, lease]) => ({ id, lease }));
+    if (runs.length === 0) return;
+    const renewed = await this.o.repo.renewLeases(runs, this.o.leaseMs).catch(() => undefined);
     if (!renewed) return; // database away: try again next time (the lease may lapse meanwhile)
     const kept = new Set(renewed);
-    for (const id of ids) {
-      if (kept.has(id)) continue;
-      // Finished meanwhile, or our lease lapsed and another node took it: stop without
-      // touching its staging (the runner checks the owner before cleaning up).
+    for (const { id, lease } of runs) {
+      if (kept.has(id) || this.leases.get(id) !== lease) continue;
+      // Not renewed: the run finished meanwhile, or its lease lapsed (the task was put back in a
+      // queue, taken by another run, or ended). Stop it without touching the staging area or
+      // storage, which belong to whoever holds the task now.
       const row = await this.o.repo.get(id).catch(() => undefined);
-      if (row?.lease_owner && row.lease_owner !== this.lease) this.o.tasks.running.get(id)?.abort(SHUTDOWN);
+      if (row && row.lease_owner !== lease) this.o.tasks.running.get(id)?.abort(LEASE_LOST);
     }
   }
 
@@ -384,8 +419,47 @@ export class PgBossScheduler implements Scheduler {
       .set({ status: 'offline' })
       .where('type', '=', 'slave')
       .where('status', '=', 'active')
-      .where('last_seen_at', '<', now - NODE_STALE_MS)
+      .where('last_seen_at', '<', now - nodeStaleMs(this.o.leaseMs))
       .execute();
+    // 4. Jobs waiting in a dead node's own queue (tasks created with preferred_node_id) move to
+    //    the shared queue: the preference is a preference, and work never waits for a node
+    //    that may not come back.
+    const waiting = await sql<{ name: string }>`
+      SELECT DISTINCT name FROM pgboss.job
+      WHERE name LIKE 'ferry-node-%' AND state IN ('created', 'retry') AND start_after <= now()`.execute(
+      this.o.db,
+    );
+    const withJobs = waiting.rows
+      .map((r) => Number(/^ferry-node-(\d+)$/.exec(r.name)?.[1]))
+      .filter((id) => Number.isSafeInteger(id) && id !== this.o.nodeId);
+    if (withJobs.length === 0) return;
+    const live = await this.o.db
+      .selectFrom('nodes')
+      .select('id')
+      .where('id', 'in', withJobs)
+      .where('status', '=', 'active')
+      .where((eb) =>
+        eb.or([eb('type', '=', 'master'), eb('last_seen_at', '>=', now - nodeStaleMs(this.o.leaseMs))]),
+      )
+      .execute();
+    const alive = new Set(live.map((n) => n.id));
+    for (const id of withJobs) if (!alive.has(id)) await this.moveToShared(id);
+  }
+
+  /** Moves the jobs waiting in a node's own queue to the shared queue. */
+  private async moveToShared(nodeId: number): Promise<void> {
+    const queue = nodeQueue(nodeId);
+    for (;;) {
+      const jobs = await this.boss.fetch<JobData>(queue, { batchSize: 100 });
+      if (jobs.length === 0) return;
+      const tasks = await this.o.repo.getMany(jobs.map((j) => j.data.taskId));
+      // queueFor sends them to the shared queue now that the node is not alive.
+      if (tasks.length) await this.enqueueMany(tasks);
+      await this.boss.complete(
+        queue,
+        jobs.map((j) => j.id),
+      );
+    }
   }
 
   /** A restarted worker (same unique name) takes its earlier incarnation's tasks back at once. */
@@ -400,6 +474,10 @@ export class PgBossScheduler implements Scheduler {
     for (const timer of this.timers) clearInterval(timer);
     for (const controller of this.o.tasks.running.values()) controller.abort(SHUTDOWN);
     await Promise.allSettled([...this.runningPromises.values()]);
+    // A worker leaving (already marked offline, so handed-back tasks went to the shared queue):
+    // what still waits in its own queue goes there too, instead of waiting for it to return.
+    if (this.started && this.o.recoverOwnTasks)
+      await this.moveToShared(this.o.nodeId).catch((e) => this.o.onError?.(e));
     // Handed-back tasks got their jobs in afterRun (the bus and pg-boss are still up here).
     this.o.tasks.signals = undefined;
     await this.bus.stop();

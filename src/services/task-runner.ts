@@ -25,6 +25,17 @@ import type { UsersService } from './users.service.ts';
 
 /** Why a running task's controller was aborted. */
 export const SHUTDOWN = 'shutdown';
+/** The run's lease is gone (lapsed, taken over, or the task ended elsewhere): stop, touch nothing. */
+export const LEASE_LOST = 'lease-lost';
+
+/**
+ * Where a run stores a finished file: unique per run (`run_count` grows with every claim), so a
+ * stale run that reaches landing can only import into and delete its own key, never the blob
+ * the winning run committed. Run 0 is the key of tasks claimed before runs were counted.
+ */
+export function runBlobKey(taskId: number, index: number, run: number): string {
+  return run > 0 ? `blobs/task-${taskId}-${index}-r${run}` : `blobs/task-${taskId}-${index}`;
+}
 
 export function toStatusJson(p: DownloadProgress, state?: DownloadStatus['state']): DownloadStatus {
   const json: DownloadStatus = {
@@ -293,12 +304,19 @@ export class TaskRunner {
     }
   }
 
-  /** Deletes the task's landing keys that no blob row references (imported, never committed). */
-  private async deleteUncommittedBlobs(task: Pick<Task, 'id' | 'download_status'>): Promise<void> {
+  /**
+   * Deletes the landing keys of the task's runs (the last 20, and the key of tasks from before
+   * runs were counted) that no blob row references: imported, never committed. Only for a
+   * finished task, whose runs can no longer commit.
+   */
+  private async deleteUncommittedBlobs(
+    task: Pick<Task, 'id' | 'download_status' | 'run_count'>,
+  ): Promise<void> {
     const indexes = new Set([0]);
     for (const f of task.download_status?.files ?? []) indexes.add(f.index);
-    for (const index of indexes) {
-      const key = `blobs/task-${task.id}-${index}`;
+    const runs = [0, ...Array.from({ length: Math.min(20, task.run_count) }, (_, i) => task.run_count - i)];
+    const keys = [...indexes].flatMap((index) => runs.map((run) => runBlobKey(task.id, index, run)));
+    for (const key of keys) {
       const used = await this.ctx.db
         .selectFrom('blobs')
         .select('id')
@@ -331,7 +349,7 @@ export class TaskRunner {
     latest: DownloadProgress | null,
     completes: boolean,
   ) {
-    const key = `blobs/task-${task.id}-${file.index ?? 0}`;
+    const key = runBlobKey(task.id, file.index ?? 0, task.run_count);
     const staged = await stat(file.stagingPath).then(
       () => true,
       () => false,
@@ -411,6 +429,8 @@ export class TaskRunner {
 
   private async fail(task: Task, lease: string, controller: AbortController, error: unknown): Promise<void> {
     const staging = this.tasks.stagingDir(task.id);
+    // The scheduler found this run's lease gone: whoever holds the task now owns its staging.
+    if (controller.signal.aborted && controller.signal.reason === LEASE_LOST) return;
     const owner = await this.repo.get(task.id).catch(() => undefined);
     // Our lease lapsed and another node took the task over: the staging area is its now.
     if (owner?.lease_owner && owner.lease_owner !== lease) return;

@@ -338,6 +338,7 @@ test('claim: lease, node and start time; a second claim of a running task fails'
   assert.equal(claimed.lease_expires_at, T0 + 35_000);
   assert.equal(claimed.node_id, 9);
   assert.equal(claimed.started_at, T0 + 5000);
+  assert.equal(claimed.run_count, 1, 'the first run');
   assert.equal(await repo.claim(task.id, { lease: OTHER, leaseMs: 30_000, nodeId: 2 }), undefined);
   // Retried later: the first start time stays.
   clock.t = T0 + 10_000;
@@ -355,6 +356,7 @@ test('claim: lease, node and start time; a second claim of a running task fails'
   assert.equal(again.resume_time, null);
   assert.equal(again.retry_count, 1);
   assert.deepEqual(again.error_history, ['reset']);
+  assert.equal(again.run_count, 2, 'every claim is a new run (its blob keys differ from the last one’s)');
 });
 
 test('outcomes write what they say and release the lease', async () => {
@@ -433,15 +435,27 @@ test('renewLeases extends only the leases still held', async () => {
   const seeding = await taskIn('seeding');
   const taken = await taskIn('processing');
   await database.db.updateTable('tasks').set({ lease_owner: OTHER }).where('id', '=', taken.id).execute();
+  const other = await taskIn('processing');
+  await database.db.updateTable('tasks').set({ lease_owner: OTHER }).where('id', '=', other.id).execute();
   clock.t = T0 + 7000;
-  const renewed = await repo.renewLeases([mine.id, seeding.id, taken.id], LEASE, 30_000);
+  // Each run renews under its own token: `taken` is held by another run now, `other` is ours
+  // under the other token.
+  const renewed = await repo.renewLeases(
+    [
+      { id: mine.id, lease: LEASE },
+      { id: seeding.id, lease: LEASE },
+      { id: taken.id, lease: LEASE },
+      { id: other.id, lease: OTHER },
+    ],
+    30_000,
+  );
   assert.deepEqual(
     renewed.sort((a, b) => a - b),
-    [mine.id, seeding.id].sort((a, b) => a - b),
+    [mine.id, seeding.id, other.id].sort((a, b) => a - b),
   );
   assert.equal((await repo.get(mine.id))!.lease_expires_at, T0 + 37_000);
   assert.equal((await repo.get(taken.id))!.lease_expires_at, null);
-  assert.deepEqual(await repo.renewLeases([], LEASE, 30_000), []);
+  assert.deepEqual(await repo.renewLeases([], 30_000), []);
 });
 
 test('requeueing running tasks: after a restart, after a lapsed lease, a node’s own', async () => {
