@@ -5,10 +5,18 @@ import { open } from 'node:fs/promises';
 export class ClientError extends Error {
   readonly code: number;
   readonly details: Record<string, { code: number; msg: string }> | undefined;
-  constructor(message: string, code = 0, details?: Record<string, { code: number; msg: string }>) {
+  /** What a partly failed batch (40081) did create. */
+  readonly data: unknown;
+  constructor(
+    message: string,
+    code = 0,
+    details?: Record<string, { code: number; msg: string }>,
+    data?: unknown,
+  ) {
     super(message);
     this.code = code;
     this.details = details;
+    this.data = data;
   }
 }
 
@@ -86,6 +94,7 @@ export class FerryClient {
         envelope.msg || `error ${envelope.code}`,
         envelope.code,
         envelope.aggregated_error,
+        envelope.data,
       );
     return envelope.data as T;
   }

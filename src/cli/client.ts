@@ -240,6 +240,10 @@ async function add(argv: string[]): Promise<void> {
         for (const t of created) if (!latest.has(t.id)) latest.set(t.id, t);
       } catch (e) {
         failures.push(describeFailures(e));
+        // A partly failed batch still lists the tasks it created: follow those.
+        const created = e instanceof ClientError && Array.isArray(e.data) ? (e.data as TaskDto[]) : [];
+        for (const t of created) ids.push(t.id);
+        for (const t of created) if (!latest.has(t.id)) latest.set(t.id, t);
       }
     }
     for (const file of torrents) {

@@ -97,10 +97,18 @@ export interface NodeInfo {
 export class ApiError extends Error {
   readonly code: number;
   readonly details: Record<string, { code: number; msg: string }> | undefined;
-  constructor(code: number, message: string, details?: Record<string, { code: number; msg: string }>) {
+  /** What a partly failed batch (40081) did: e.g. the tasks it created. */
+  readonly data: unknown;
+  constructor(
+    code: number,
+    message: string,
+    details?: Record<string, { code: number; msg: string }>,
+    data?: unknown,
+  ) {
     super(message || `Error ${code}`);
     this.code = code;
     this.details = details;
+    this.data = data;
   }
 }
 
@@ -207,7 +215,8 @@ export async function api<T>(method: string, path: string, body?: unknown, retri
     if (await refreshSession()) return api<T>(method, path, body, true);
     signedOut();
   }
-  if (envelope.code !== 0) throw new ApiError(envelope.code, envelope.msg, envelope.aggregated_error);
+  if (envelope.code !== 0)
+    throw new ApiError(envelope.code, envelope.msg, envelope.aggregated_error, envelope.data);
   return envelope.data as T;
 }
 

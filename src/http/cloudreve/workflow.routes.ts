@@ -75,8 +75,10 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
           ...(body.select_files ? { selectFiles: body.select_files } : {}),
         },
       });
-      if (failures.size) throw new BatchError(failures);
-      return ok(created.map((t) => taskDto(t, ids)));
+      const data = created.map((t) => taskDto(t, ids));
+      // A partial batch still says which tasks were created (Ferry: `data`, see COMPATIBILITY.md).
+      if (failures.size) throw new BatchError(failures, data.length ? data : undefined);
+      return ok(data);
     },
   );
   app.get('/workflow', { schema: { tags: ['workflow'], querystring: TaskListQuery } }, async (request) => {

@@ -378,6 +378,83 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
     return { success: true };
   });
 
+  /**
+   * Ferry extension: a batch, `POST /{dir}?downloads=` with `{"urls": [...]}` (and optionally
+   * `headers`, `connections`, `checksum` for every URL). Answers which URLs became downloads and
+   * which failed, and why; 200 when at least one started, else 400.
+   */
+  const startBatch = async (request: FastifyRequest, reply: FastifyReply) => {
+    const actor = actorOf(request, reply);
+    if (!actor) return reply;
+    const query = request.query as Query;
+    if (!has(query, 'downloads')) return reply.code(404).type('text/plain').send('Not Found');
+    if (!ctx.config.allowDownload || !actor.group.allow_remote_download)
+      return reply.code(403).send({ success: false, error: 'DOWNLOAD_FORBIDDEN' });
+    const body = (request.body ?? {}) as {
+      urls?: unknown;
+      headers?: unknown;
+      connections?: unknown;
+      checksum?: unknown;
+    };
+    const urls = body.urls;
+    if (!Array.isArray(urls) || urls.length === 0 || urls.some((u) => typeof u !== 'string'))
+      return reply.code(400).send({
+        success: false,
+        error: 'INVALID_PARAMETER',
+        message: 'urls must be a non-empty array of URLs',
+      });
+    const raw = (request.raw.url ?? '/').split('?', 1)[0]!.slice(ctx.config.pathApiBase.length);
+    const segments = pathSegments(raw);
+    let created;
+    try {
+      const checksum = parseChecksum(body.checksum);
+      created = await tasks.create(actor, {
+        dst: formatFileUri(segments),
+        src: urls,
+        face: 'path',
+        createDst: true,
+        correlationId: request.id,
+        options: {
+          timeout: 300,
+          ...(body.headers !== undefined ? { headers: body.headers as Record<string, string> } : {}),
+          ...(checksum ? { checksum } : {}),
+          ...(body.connections !== undefined ? { connections: Number(body.connections) } : {}),
+        },
+      });
+    } catch (e) {
+      if (isAppError(e) && (e.code === 'PARAM_INVALID' || e.code === 'TOO_MANY_SOURCES'))
+        return reply.code(400).send({ success: false, error: 'INVALID_PARAMETER', message: e.message });
+      if (isAppError(e) && e.code === 'GROUP_NOT_ALLOWED')
+        return reply.code(403).send({ success: false, error: 'DOWNLOAD_FORBIDDEN' });
+      if (
+        isAppError(e) &&
+        (e.code === 'PATH_NOT_EXIST' || e.code === 'OBJECT_EXISTS' || e.code === 'ILLEGAL_NAME')
+      )
+        return reply.code(400).send({ success: false, error: 'INVALID_PATH', message: e.message });
+      throw e;
+    }
+    const downloads = created.tasks.map((task) => {
+      const record = activeRecord(task);
+      return {
+        download_id: task.public_id,
+        url: task.src,
+        filename: record.filename,
+        path: record.file_path,
+      };
+    });
+    const errors = [...created.failures].map(([url, e]) => ({
+      url,
+      error:
+        e.code === 'SOURCE_BLOCKED' ? 'DOMAIN_BLOCKED' : e.code === 'SOURCE_INVALID' ? 'INVALID_URL' : e.code,
+      message: e.message,
+    }));
+    return reply
+      .code(downloads.length > 0 ? 200 : 400)
+      .send({ success: errors.length === 0, downloads, errors });
+  };
+  app.post('/', startBatch);
+  app.post('/*', startBatch);
+
   const handle = async (request: FastifyRequest, reply: FastifyReply) => {
     const actor = actorOf(request, reply);
     if (!actor) return reply;

@@ -1,0 +1,137 @@
+// The daily loop of issue 13, end to end over both faces: honest partial batches, retry with
+// every option, and pause / resume that keeps the checkpoint across a restart.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { expectedSha256, startOrigin, type Origin } from '../helpers/origin.ts';
+import { startServer, waitFor, type TestServer } from '../helpers/server.ts';
+
+interface Task {
+  id: string;
+  status: string;
+  error?: string;
+  resume_time?: number;
+  paused?: boolean;
+  summary?: {
+    phase?: string;
+    props: {
+      download: null | { name: string; total: number; downloaded: number };
+      dst: string;
+      src_str: string;
+    };
+  };
+}
+
+let origin: Origin;
+let server: TestServer;
+let token: string;
+
+before(async () => {
+  origin = await startOrigin();
+  server = await startServer({ args: ['--allow-network', '127.0.0.1/32', '--task-retries', '0'] });
+  token = (await server.signIn()).access;
+  await server.api('POST', '/file/create', { token, body: { uri: 'cloudreve://my/dl', type: 'folder' } });
+});
+after(async () => {
+  if (process.env.FERRY_TEST_VERBOSE) console.log(server?.output());
+  await server?.stop();
+  await origin?.close();
+});
+
+async function task(id: string): Promise<Task> {
+  const r = await server.api<Task>('GET', `/workflow/${id}`, { token });
+  assert.equal(r.body.code, 0, JSON.stringify(r.body));
+  return r.body.data!;
+}
+
+async function until(id: string, ok: (t: Task) => boolean, what: string, timeoutMs = 60_000): Promise<Task> {
+  return waitFor(
+    async () => {
+      const t = await task(id);
+      return ok(t) ? t : undefined;
+    },
+    timeoutMs,
+    `task ${id} ${what}`,
+  );
+}
+const finished = (id: string) =>
+  until(id, (t) => ['completed', 'error', 'canceled'].includes(t.status), 'to finish');
+
+async function readBack(path: string): Promise<Buffer> {
+  const r = await server.api<{ urls: Array<{ url: string }> }>('POST', '/file/url', {
+    token,
+    body: { uris: [path] },
+  });
+  assert.equal(r.body.code, 0, JSON.stringify(r.body));
+  return Buffer.from(await (await fetch(r.body.data!.urls[0]!.url)).arrayBuffer());
+}
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function pathFace(method: string, path: string, body?: unknown) {
+  const res = await fetch(`${server.url}/files${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('partial batches', () => {
+  test('Cloudreve: 40081 carries the created tasks in data and every failure in aggregated_error', async () => {
+    const good = origin.route('/batch-good.bin', { size: 5000, seed: 31 });
+    const bad = ['not a url', 'ftp://127.0.0.1/x', 'http://10.1.2.3/private.bin'];
+    const r = await server.api<Task[]>('POST', '/workflow/download', {
+      token,
+      body: { dst: 'cloudreve://my/dl', src: [bad[0], good, bad[1], bad[2]] },
+    });
+    assert.equal(r.body.code, 40081, JSON.stringify(r.body));
+    assert.deepEqual(Object.keys(r.body.aggregated_error ?? {}).sort(), [...bad].sort());
+    assert.equal(r.body.data?.length, 1, 'the created task is listed');
+    const created = r.body.data[0]!;
+    assert.equal(created.summary!.props.src_str, good);
+    assert.equal((await finished(created.id)).status, 'completed');
+    assert.equal(sha256(await readBack('cloudreve://my/dl/batch-good.bin')), expectedSha256(5000, 31));
+  });
+
+  test('Cloudreve: a batch where everything failed has no data', async () => {
+    const r = await server.api('POST', '/workflow/download', {
+      token,
+      body: { dst: 'cloudreve://my/dl', src: ['nope', 'ftp://127.0.0.1/y'] },
+    });
+    assert.equal(r.body.code, 40081);
+    assert.equal(r.body.data, undefined);
+  });
+
+  test('path face: POST /{dir}?downloads= starts the good URLs and names the failed ones', async () => {
+    const good = origin.route('/batch-path.bin', { size: 3000, seed: 32 });
+    const r = await pathFace('POST', '/batch?downloads=', { urls: [good, 'ftp://127.0.0.1/z'] });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.success, false);
+    const downloads = r.body.downloads as Array<{ download_id: string; url: string; path: string }>;
+    const errors = r.body.errors as Array<{ url: string; error: string }>;
+    assert.deepEqual(
+      downloads.map((d) => [d.url, d.path]),
+      [[good, 'batch/batch-path.bin']],
+    );
+    assert.deepEqual(
+      errors.map((e) => [e.url, e.error]),
+      [['ftp://127.0.0.1/z', 'INVALID_URL']],
+    );
+    const history = await waitFor(
+      async () => {
+        const h = await pathFace('GET', '/?download_history=');
+        const entries = h.body.history as Array<{ id: string; status: string }>;
+        return entries.find((e) => e.id === downloads[0]!.download_id && e.status === 'completed');
+      },
+      60_000,
+      'the batch download to complete',
+    );
+    assert.ok(history);
+    const none = await pathFace('POST', '/batch?downloads=', { urls: ['nope'] });
+    assert.equal(none.status, 400);
+    assert.deepEqual(none.body.downloads, []);
+  });
+});
