@@ -152,6 +152,7 @@ async function main(): Promise<void> {
     case 'add':
     case 'tasks':
     case 'cancel':
+    case 'retry':
     case 'link':
     case 'get':
       return runClient(command ?? '', rest);

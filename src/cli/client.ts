@@ -17,10 +17,11 @@ export const CLIENT_USAGE = `  ferry login <server> [--email <e>] [--password <p
             [--header 'Name: value']... [--checksum sha256:<hex>] [--no-wait]
   ferry tasks [--finished]                  active (and finished) downloads
   ferry cancel <task-id>...
+  ferry retry <task-id>...                  start a failed or canceled task again (same options)
   ferry link <path>... [--zip]              signed download URL(s)
   ferry get <path> [-o <file>|-]            download a file (resumes a partial one)`;
 
-export const CLIENT_COMMANDS = new Set(['login', 'add', 'tasks', 'cancel', 'link', 'get']);
+export const CLIENT_COMMANDS = new Set(['login', 'add', 'tasks', 'cancel', 'retry', 'link', 'get']);
 
 class UsageError extends ClientError {}
 
@@ -353,6 +354,23 @@ async function cancel(argv: string[]): Promise<void> {
   if (bad) process.exitCode = 1;
 }
 
+async function retry(argv: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  if (positionals.length === 0) throw new UsageError('usage: ferry retry <task-id>...');
+  const client = await connect();
+  let bad = false;
+  for (const id of positionals) {
+    try {
+      const task = await client.call<TaskDto>('POST', `/workflow/download/${encodeURIComponent(id)}/retry`);
+      console.log(`retried ${id} as ${task.id}`);
+    } catch (e) {
+      bad = true;
+      console.error(`error: ${id}: ${(e as Error).message}`);
+    }
+  }
+  if (bad) process.exitCode = 1;
+}
+
 async function link(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -462,6 +480,8 @@ export async function runClient(command: string, argv: string[]): Promise<void> 
         return await tasks(argv);
       case 'cancel':
         return await cancel(argv);
+      case 'retry':
+        return await retry(argv);
       case 'link':
         return await link(argv);
       case 'get':

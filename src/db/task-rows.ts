@@ -44,6 +44,8 @@ export interface NewTask {
   options: TaskOptions;
   selection: StoredSelection | null;
   node_id: number;
+  /** a retry of a failed task starts from that task's checkpoint */
+  checkpoint?: unknown;
 }
 
 export type Eb = ExpressionBuilder<DB, 'tasks'>;

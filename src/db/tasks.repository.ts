@@ -7,7 +7,13 @@
 import { sql, type Kysely } from 'kysely';
 import type { Clock } from '../lib/clock.ts';
 import type { DownloadStatus, StoredSelection, Task } from '../domain/task.ts';
-import { ACTIVE_STATUSES, sourcesOf, type TaskPhase, type TaskStatus } from '../domain/task-state.ts';
+import {
+  ACTIVE_STATUSES,
+  FINISHED_STATUSES,
+  sourcesOf,
+  type TaskPhase,
+  type TaskStatus,
+} from '../domain/task-state.ts';
 import type { DB } from './schema.ts';
 import {
   HELD,
@@ -194,7 +200,7 @@ export class TasksRepository {
         retry_count: 0,
         resume_time: null,
         node_id: input.node_id,
-        checkpoint: null,
+        checkpoint: input.checkpoint == null ? null : JSON.stringify(input.checkpoint),
         result_path: null,
         result_size: null,
         failed_files: 0,
@@ -399,11 +405,14 @@ export class TasksRepository {
     );
   }
 
-  /** → error, under the runner's lease: the failure is final. */
+  /**
+   * → error, under the runner's lease: the failure is final. `keepCheckpoint`: the partial data
+   * stays for a retry (a network failure, not a bad file).
+   */
   async fail(
     id: number,
     lease: string,
-    failure: { error: string; failure: string },
+    failure: { error: string; failure: string; keepCheckpoint?: boolean },
   ): Promise<Task | undefined> {
     return this.move(
       id,
@@ -412,12 +421,30 @@ export class TasksRepository {
         error: failure.error,
         failure: failure.failure,
         ended_at: this.clock.now(),
-        checkpoint: null,
+        ...(failure.keepCheckpoint ? {} : { checkpoint: null }),
         resume_time: null,
         ...RELEASED,
       },
       lease,
     );
+  }
+
+  /**
+   * Hands a finished task's kept checkpoint over to its retry: returns it and clears it here,
+   * once (a second caller gets null).
+   */
+  async takeCheckpoint(id: number): Promise<unknown> {
+    const row = await this.get(id);
+    if (!row || row.checkpoint === null || !FINISHED_STATUSES.includes(row.status)) return null;
+    const taken = await this.db
+      .updateTable('tasks')
+      .set({ checkpoint: null })
+      .where('id', '=', id)
+      .where('status', 'in', FINISHED_STATUSES)
+      .where('checkpoint', 'is not', null)
+      .returning('id')
+      .executeTakeFirst();
+    return taken ? row.checkpoint : null;
   }
 
   /** → canceled, whoever holds it: the user's word wins over any runner. */

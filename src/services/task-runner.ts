@@ -26,6 +26,15 @@ import type { UsersService } from './users.service.ts';
 /** Why a running task's controller was aborted. */
 export const SHUTDOWN = 'shutdown';
 
+/** Failures that leave the partial data worth keeping: a retry resumes from it. */
+const KEEP_PARTIAL_FAILURES = new Set(['NETWORK', 'TIMEOUT', 'HTTP_ERROR', 'NO_PEERS', 'DAEMON']);
+/** How long a failed task's partial data waits for a retry (the startup sweep removes it after). */
+export const KEEP_PARTIAL_MS = 7 * 86_400_000;
+
+function keptForRetry(task: Task, now: number): boolean {
+  return task.status === 'error' && task.checkpoint !== null && now - (task.ended_at ?? 0) < KEEP_PARTIAL_MS;
+}
+
 export function toStatusJson(p: DownloadProgress, state?: DownloadStatus['state']): DownloadStatus {
   const json: DownloadStatus = {
     name: p.name,
@@ -286,6 +295,7 @@ export class TaskRunner {
       for (const id of batch) {
         const row = byId.get(id);
         if (row && !(FINISHED_STATUSES as readonly string[]).includes(row.status)) continue;
+        if (row && keptForRetry(row, this.ctx.clock.now())) continue;
         if (row) await this.deleteUncommittedBlobs(row);
         await rm(this.tasks.stagingDir(id), { recursive: true, force: true });
       }
@@ -441,9 +451,15 @@ export class TaskRunner {
     }
     // Clean up before the task shows as failed, so a finished task never has staging data
     // left (the lease check above made sure the staging area is ours). A cleanup that fails
-    // must not keep the task from ending; the startup sweep removes what is left.
-    await rm(staging, { recursive: true, force: true }).catch(() => undefined);
-    const ended = await this.repo.fail(task.id, lease, { error: failure.message, failure: failure.failure });
+    // must not keep the task from ending; the startup sweep removes what is left. A transfer
+    // the network broke keeps its partial data for a retry (for KEEP_PARTIAL_MS).
+    const keep = KEEP_PARTIAL_FAILURES.has(failure.failure);
+    if (!keep) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+    const ended = await this.repo.fail(task.id, lease, {
+      error: failure.message,
+      failure: failure.failure,
+      keepCheckpoint: keep,
+    });
     if (ended) this.tasks.emit(ended);
     // Only once it is ours and finished: another node may be landing it under a newer lease.
     if (ended) await this.deleteUncommittedBlobs(task).catch(() => undefined);

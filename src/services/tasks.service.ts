@@ -2,7 +2,7 @@
 // selection, and the live event feed. Running them is the scheduler's and runner's job.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TasksRepository } from '../db/tasks.repository.ts';
 import { hasFlag, NodeCapability } from '../domain/boolset.ts';
@@ -404,6 +404,42 @@ export class TasksService {
         await rm(this.stagingDir(task.id), { recursive: true, force: true });
     }
     this.onWork();
+  }
+
+  /**
+   * Starts a failed or canceled task again, as a new task with every option of the original
+   * (file name, headers, checksum, connections, timeout, selection). A transfer the network broke
+   * kept its partial data: it moves over, and the engine resumes from it while the source is
+   * unchanged (ETag / Last-Modified; otherwise it starts over).
+   */
+  async retry(actor: Actor, taskId: number, correlationId?: string): Promise<Task> {
+    if (!this.ctx.config.allowDownload || !actor.group.allow_remote_download)
+      throw new AppError('GROUP_NOT_ALLOWED', 'Group not allowed to download files');
+    const old = await this.get(actor, taskId);
+    if (old.status !== 'error' && old.status !== 'canceled')
+      throw new AppError('CONFLICT', 'Only a failed or canceled task can be retried');
+    await this.files.disk.require();
+    await assertTaskRoom(this.repo, old.owner_id, 1, this.ctx.config.maxUnfinishedTasks);
+    const checkpoint = await this.repo.takeCheckpoint(old.id);
+    const { correlation_id: _, ...options } = old.options;
+    const row = await this.repo.create({
+      owner_id: old.owner_id,
+      public_id: randomUUID(),
+      src: old.src,
+      src_file: old.src_file,
+      dst: old.dst,
+      dst_folder_id: old.dst_folder_id,
+      options: { ...options, ...(correlationId ? { correlation_id: correlationId } : {}) },
+      selection: old.selection,
+      node_id: this.nodeId,
+      checkpoint,
+    });
+    // Without its partial file the engine sees a checkpoint it cannot use and starts over.
+    if (checkpoint !== null)
+      await rename(this.stagingDir(old.id), this.stagingDir(row.id)).catch(() => undefined);
+    this.emit(row);
+    this.onWork([row]);
+    return row;
   }
 
   /**

@@ -557,3 +557,39 @@ test('deleteByOwner removes one owner’s tasks only', async () => {
   assert.equal((await repo.listOwned(owner, { statuses: ['queued'], order: 'asc', limit: 10 })).length, 0);
   assert.ok(await repo.get(theirs.id));
 });
+
+test('a failed task may keep its checkpoint, handed once to its retry', async () => {
+  const kept = await taskIn('processing');
+  await repo.saveCheckpoint(kept.id, LEASE, { segments: [[0, 40]] });
+  const ended = (await repo.fail(kept.id, LEASE, {
+    error: 'reset',
+    failure: 'NETWORK',
+    keepCheckpoint: true,
+  }))!;
+  assert.equal(ended.status, 'error');
+  assert.deepEqual(ended.checkpoint, { segments: [[0, 40]] });
+
+  // Only a finished task gives its checkpoint away, and only once.
+  const running = await taskIn('processing');
+  await repo.saveCheckpoint(running.id, LEASE, { segments: [[0, 1]] });
+  assert.equal(await repo.takeCheckpoint(running.id), null);
+  assert.deepEqual((await repo.get(running.id))!.checkpoint, { segments: [[0, 1]] });
+  assert.deepEqual(await repo.takeCheckpoint(kept.id), { segments: [[0, 40]] });
+  assert.equal(await repo.takeCheckpoint(kept.id), null);
+  assert.equal((await repo.get(kept.id))!.checkpoint, null);
+
+  const retry = await repo.create({
+    owner_id: owner,
+    public_id: randomUUID(),
+    src: kept.src,
+    src_file: '',
+    dst: kept.dst,
+    dst_folder_id: 1,
+    options: kept.options,
+    selection: null,
+    node_id: 1,
+    checkpoint: { segments: [[0, 40]] },
+  });
+  assert.equal(retry.status, 'queued');
+  assert.deepEqual(retry.checkpoint, { segments: [[0, 40]] });
+});

@@ -135,3 +135,108 @@ describe('partial batches', () => {
     assert.deepEqual(none.body.downloads, []);
   });
 });
+
+describe('retry keeps every option', () => {
+  test('path face: a timed-out cookie download retried resumes from its partial data, same name and checks', async () => {
+    const size = 1024 * 1024;
+    const path = '/retry-cookie.bin';
+    const guarded = { size, seed: 33, requireHeaders: { cookie: 'session=abc' } };
+    const url = origin.route(path, { ...guarded, throttle: 256 * 1024 });
+    const query = new URLSearchParams({
+      download: url,
+      filename: 'kept.bin',
+      timeout: '2',
+      header: 'Cookie: session=abc',
+      checksum: `sha256:${expectedSha256(size, 33)}`,
+      connections: '1',
+    });
+    const start = await pathFace('GET', `/retry?${query.toString()}`);
+    assert.equal(start.body.success, true, JSON.stringify(start.body));
+    const firstId = start.body.download_id as string;
+    const history = async () =>
+      (await pathFace('GET', '/?download_history=')).body.history as Array<{
+        id: string;
+        status: string;
+        error: string | null;
+        file_path: string;
+      }>;
+    const failed = await waitFor(
+      async () => (await history()).find((h) => h.id === firstId),
+      60_000,
+      'the first run to time out',
+    );
+    assert.equal(failed.error, 'DOWNLOAD_TIMEOUT');
+    const firstRun = origin.bytesServed(path);
+    assert.ok(firstRun > 0 && firstRun < size, `first run fetched ${firstRun} bytes`);
+
+    origin.route(path, guarded); // now fast: the retry finishes well within the 2 s timeout
+    const again = await pathFace('POST', `/api/v1/downloads/${firstId}/retry`);
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.equal(again.body.path, 'retry/kept.bin');
+    const retryId = again.body.download_id as string;
+    assert.notEqual(retryId, firstId);
+    const done = await waitFor(
+      async () => (await history()).find((h) => h.id === retryId),
+      60_000,
+      'the retry to finish',
+    );
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    assert.equal(done.file_path, 'retry/kept.bin', 'the file name was kept');
+    const res = await fetch(`${server.url}/files/retry/kept.bin`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(sha256(Buffer.from(await res.arrayBuffer())), expectedSha256(size, 33));
+
+    const requests = origin.requests(path);
+    assert.ok(
+      requests.every((r) => r.status !== 403 && r.headers.cookie === 'session=abc'),
+      'every request of the retry sent the cookie',
+    );
+    const resumedAt = Number(/^bytes=(\d+)-/.exec(requests[0]!.range ?? '')?.[1] ?? 0);
+    assert.ok(resumedAt > 0, `the retry resumed (first range ${requests[0]!.range})`);
+    assert.equal(origin.bytesServed(path), size - resumedAt, 'no finished byte was fetched again');
+  });
+
+  test('Cloudreve: a canceled task retried keeps its headers, connections and file name', async () => {
+    const path = '/retry-cancel.bin';
+    const url = origin.route(path, {
+      size: 2 * 1024 * 1024,
+      seed: 34,
+      throttle: 128 * 1024,
+      requireHeaders: { referer: 'https://ref.example/' },
+    });
+    const r = await server.api<Task[]>('POST', '/workflow/download', {
+      token,
+      body: {
+        dst: 'cloudreve://my/dl',
+        src: [url],
+        headers: { Referer: 'https://ref.example/' },
+        connections: 2,
+        filename: 'named.bin',
+      },
+    });
+    assert.equal(r.body.code, 0, JSON.stringify(r.body));
+    const id = r.body.data![0]!.id;
+    const active = await server.api('POST', `/workflow/download/${id}/retry`, { token });
+    assert.equal(active.body.code, 409, 'an active task is not retried');
+    await until(id, (t) => (t.summary?.props.download?.downloaded ?? 0) > 0, 'to start');
+    assert.equal((await server.api('DELETE', `/workflow/download/${id}`, { token })).body.code, 0);
+    await until(id, (t) => t.status === 'canceled', 'to be canceled');
+
+    origin.route(path, {
+      size: 2 * 1024 * 1024,
+      seed: 34,
+      requireHeaders: { referer: 'https://ref.example/' },
+    });
+    const again = await server.api<Task>('POST', `/workflow/download/${id}/retry`, { token });
+    assert.equal(again.body.code, 0, JSON.stringify(again.body));
+    assert.equal(again.body.data!.summary!.props.src_str, url);
+    const done = await finished(again.body.data!.id);
+    assert.equal(done.status, 'completed', JSON.stringify(done));
+    assert.equal(done.summary!.props.download!.name, 'named.bin');
+    assert.equal(sha256(await readBack('cloudreve://my/dl/named.bin')), expectedSha256(2 * 1024 * 1024, 34));
+    const requests = origin.requests(path);
+    assert.ok(requests.length >= 2, 'two connections');
+    assert.ok(requests.every((r) => r.status !== 403));
+  });
+});

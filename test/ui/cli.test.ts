@@ -225,6 +225,19 @@ describe('ferry client commands', { timeout: 180_000 }, () => {
     assert.equal(final.status, 'canceled');
     const bad = await ferry(['cancel', 'nope']);
     assert.equal(bad.code, 1);
+    // retry starts it again as a new task, from the same source into the same folder
+    const again = await ferry(['retry', id]);
+    assert.equal(again.code, 0, again.stderr);
+    const newId = new RegExp(`retried ${id} as (\\S+)`).exec(again.stdout)?.[1];
+    assert.ok(newId, again.stdout);
+    const retried = await server.api<{ summary: { props: { src_str: string; dst: string } } }>(
+      'GET',
+      `/workflow/${newId}`,
+      { token: access },
+    );
+    assert.equal(retried.body.data?.summary.props.src_str, url);
+    assert.equal(retried.body.data?.summary.props.dst, 'cloudreve://my/cli');
+    assert.equal((await ferry(['cancel', newId])).code, 0);
   });
 
   test('a revoked token is reported as a login problem', async () => {

@@ -128,6 +128,12 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
       return ok();
     },
   );
+  // Ferry extension: start a failed or canceled task again with all its options.
+  app.post('/workflow/download/:id/retry', { schema: { tags: ['workflow'] } }, async (request) => {
+    const actor = requireActor(request);
+    const id = decodeTaskId((request.params as { id: string }).id);
+    return ok(taskDto(await tasks.retry(actor, id, request.id), ids));
+  });
   // Ferry extension: the task's node, for one task (handy for clients and tests).
   app.get('/workflow/:id', { schema: { tags: ['workflow'] } }, async (request) => {
     const actor = requireActor(request);

@@ -455,6 +455,30 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
   app.post('/', startBatch);
   app.post('/*', startBatch);
 
+  // Ferry extension: start a failed or canceled download again, with all its options.
+  app.post('/api/v1/downloads/:id/retry', async (request, reply) => {
+    const actor = actorOf(request, reply);
+    if (!actor) return reply;
+    const task = await tasks.getByPublicId(actor.user.id, (request.params as { id: string }).id);
+    if (!task) return reply.code(404).send({ success: false, error: 'NOT_FOUND' });
+    if (task.status !== 'error' && task.status !== 'canceled')
+      return reply.code(409).send({
+        success: false,
+        error: 'NOT_FINISHED',
+        message: 'Only a failed or canceled download can be retried',
+      });
+    const retried = await tasks.retry(actor, task.id, request.id);
+    const record = activeRecord(retried);
+    return {
+      download_id: retried.public_id,
+      filename: record.filename,
+      path: record.file_path,
+      success: true,
+      message: 'Download started',
+      error: null,
+    };
+  });
+
   const handle = async (request: FastifyRequest, reply: FastifyReply) => {
     const actor = actorOf(request, reply);
     if (!actor) return reply;

@@ -71,13 +71,9 @@ export function Tasks(props: { live: LiveTasks; tab: 'downloading' | 'finished';
     }
   };
   const retry = async (task: Task) => {
-    const props_ = task.summary?.props;
-    if (!props_) return;
     try {
-      const body: Record<string, unknown> = { dst: props_.dst };
-      if (props_.src) body.src_file = props_.src;
-      else body.src = [props_.src_str];
-      await api('POST', '/workflow/download', body);
+      // The server starts it again with all its options (headers, checksum, name, connections).
+      await api('POST', `/workflow/download/${task.id}/retry`);
       setNotice(`Started ${taskName(task)} again`);
       navigate('/tasks');
     } catch (e) {
