@@ -153,6 +153,8 @@ async function main(): Promise<void> {
     case 'tasks':
     case 'cancel':
     case 'retry':
+    case 'pause':
+    case 'resume':
     case 'link':
     case 'get':
       return runClient(command ?? '', rest);

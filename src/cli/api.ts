@@ -23,6 +23,8 @@ export class ClientError extends Error {
 export interface TaskDto {
   id: string;
   status: string;
+  /** Ferry extension: paused by the user */
+  paused?: boolean;
   created_at: string;
   updated_at: string;
   error?: string;

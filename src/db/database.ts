@@ -20,6 +20,7 @@ import * as fileListIndexes from './migrations/0003_file_list_indexes.ts';
 import * as blobCrc32 from './migrations/0004_blob_crc32.ts';
 import * as idsNeverReused from './migrations/0005_ids_never_reused.ts';
 import * as sessions from './migrations/0006_sessions.ts';
+import * as taskPause from './migrations/0012_task_pause.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -111,6 +112,7 @@ async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
     '0004_blob_crc32': bind(blobCrc32),
     '0005_ids_never_reused': bind(idsNeverReused),
     '0006_sessions': bind(sessions),
+    '0012_task_pause': bind(taskPause),
   };
   // Kysely takes an advisory lock on PostgreSQL, so several nodes can start at once.
   const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });

@@ -140,6 +140,8 @@ export interface TasksTable {
   selection: string | null;
   /** JSON array of file indexes already landed in the drive */
   landed: Generated<string>;
+  /** set while the user has paused the task (status suspending, no resume time) */
+  paused_at: number | null;
   created_at: number;
   updated_at: number;
   started_at: number | null;

@@ -92,6 +92,8 @@ export interface Task {
   selection: StoredSelection | null;
   /** file indexes already landed in the drive */
   landed: number[];
+  /** when the user paused it; null when not paused */
+  paused_at: number | null;
   created_at: number;
   updated_at: number;
   started_at: number | null;

@@ -20,7 +20,7 @@ import {
 } from '../downloaders/port.ts';
 import type { ServiceContext } from './context.ts';
 import type { FilesService } from './files.service.ts';
-import { isTorrentTask, type TasksService } from './tasks.service.ts';
+import { isPaused, isTorrentTask, PAUSE, type TasksService } from './tasks.service.ts';
 import type { UsersService } from './users.service.ts';
 
 /** Why a running task's controller was aborted. */
@@ -423,8 +423,16 @@ export class TaskRunner {
     const owner = await this.repo.get(task.id).catch(() => undefined);
     // Our lease lapsed and another node took the task over: the staging area is its now.
     if (owner?.lease_owner && owner.lease_owner !== lease) return;
-    if (controller.signal.aborted && controller.signal.reason === SHUTDOWN) {
-      // Stopping the server: leave staging and checkpoint, run again after restart.
+    if (owner && isPaused(owner)) {
+      // Paused: staging and checkpoint stay; the task waits, without a runner, to be resumed.
+      const paused = await this.repo.settlePaused(task.id, lease);
+      if (paused) this.tasks.emit(paused);
+      return;
+    }
+    const reason: unknown = controller.signal.reason;
+    if (controller.signal.aborted && (reason === SHUTDOWN || reason === PAUSE)) {
+      // Stopping the server (or a pause the user lifted before the run stopped): leave staging
+      // and checkpoint, run again (after restart).
       const queued = await this.repo.requeue(task.id, lease);
       if (queued) this.tasks.emit(queued);
       return;

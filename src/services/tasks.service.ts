@@ -35,8 +35,19 @@ export interface TaskEvent {
   task: Task;
 }
 
-/** A control for the node running a task: cancel it, or change its file selection. */
-export type TaskControl = { op: 'cancel'; id: number } | { op: 'select'; id: number; files?: FileChoice[] };
+/** A control for the node running a task: cancel or pause it, or change its file selection. */
+export type TaskControl =
+  | { op: 'cancel'; id: number }
+  | { op: 'pause'; id: number }
+  | { op: 'select'; id: number; files?: FileChoice[] };
+
+/** Why a running task's controller was aborted: the user paused it. */
+export const PAUSE = 'pause';
+
+/** A task the user paused (and has not resumed). */
+export function isPaused(task: Pick<Task, 'status' | 'paused_at'>): boolean {
+  return task.status === 'suspending' && task.paused_at !== null;
+}
 
 /**
  * Scaled out (pgboss scheduler): carries task changes and controls to the other nodes.
@@ -404,6 +415,40 @@ export class TasksService {
         await rm(this.stagingDir(task.id), { recursive: true, force: true });
     }
     this.onWork();
+  }
+
+  /**
+   * Pauses a queued, running or retry-waiting task: the status first (so nothing claims it),
+   * then its runner stops, saving its checkpoint; the staging data stays, across restarts too.
+   */
+  async pause(actor: Actor, taskId: number): Promise<Task> {
+    const task = await this.get(actor, taskId);
+    if (isPaused(task)) return task;
+    const row = await this.repo.pause(task.id);
+    if (!row) {
+      throw new AppError(
+        'CONFLICT',
+        task.phase === 'seeding' || task.phase === 'transfer'
+          ? 'The task is seeding or saving to the drive and cannot be paused'
+          : 'Only an active task can be paused',
+      );
+    }
+    this.emit(row);
+    const controller = this.running.get(task.id);
+    if (controller) controller.abort(PAUSE);
+    else if (row.lease_owner)
+      await this.signals?.control({ op: 'pause', id: task.id }).catch(() => undefined);
+    return row;
+  }
+
+  /** Resumes a paused task: back to the queue, from its checkpoint. */
+  async resume(actor: Actor, taskId: number): Promise<Task> {
+    const task = await this.get(actor, taskId);
+    const row = isPaused(task) ? await this.repo.resume(task.id) : undefined;
+    if (!row) throw new AppError('CONFLICT', 'The task is not paused');
+    this.emit(row);
+    if (row.status === 'queued') this.onWork([row]);
+    return row;
   }
 
   /**

@@ -240,3 +240,96 @@ describe('retry keeps every option', () => {
     assert.ok(requests.every((r) => r.status !== 403));
   });
 });
+
+describe('pause and resume', () => {
+  test('pause → kill the server → resume: the paused task waits and no finished byte is fetched again', async () => {
+    const size = 4 * 1024 * 1024;
+    const path = '/pause.bin';
+    const url = origin.route(path, { size, seed: 35, throttle: 512 * 1024 });
+    const r = await server.api<Task[]>('POST', '/workflow/download', {
+      token,
+      body: { dst: 'cloudreve://my/dl', src: [url], connections: 1, filename: 'paused.bin' },
+    });
+    assert.equal(r.body.code, 0, JSON.stringify(r.body));
+    const id = r.body.data![0]!.id;
+    await until(id, (t) => (t.summary?.props.download?.downloaded ?? 0) >= 1024 * 1024, 'to fetch 1 MiB');
+
+    const paused = await server.api<Task>('POST', `/workflow/download/${id}/pause`, { token });
+    assert.equal(paused.body.code, 0, JSON.stringify(paused.body));
+    assert.equal(paused.body.data!.status, 'suspending');
+    assert.equal(paused.body.data!.paused, true);
+    assert.equal(paused.body.data!.resume_time, undefined, 'no resume time: it waits for the user');
+    // Its runner stops and lets it go.
+    await waitFor(
+      async () => {
+        const rows = await server.sql<{ lease_owner: string | null }>(
+          'SELECT lease_owner FROM tasks WHERE src = ?',
+          [url],
+        );
+        return rows[0]?.lease_owner === null ? true : undefined;
+      },
+      15_000,
+      'the runner to stop',
+    );
+    const fetchedBeforePause = origin.bytesServed(path);
+    assert.ok(fetchedBeforePause < size);
+
+    await server.crashAndRestart();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const still = await task(id);
+    assert.deepEqual([still.status, still.paused], ['suspending', true], 'still paused after the restart');
+    assert.equal(origin.bytesServed(path), fetchedBeforePause, 'nothing fetched while paused');
+    const pauseTwice = await server.api('POST', `/workflow/download/${id}/pause`, { token });
+    assert.equal(pauseTwice.body.code, 0, 'pausing a paused task is a no-op');
+
+    const [row] = await server.sql<{ checkpoint: string }>('SELECT checkpoint FROM tasks WHERE src = ?', [
+      url,
+    ]);
+    const done = (JSON.parse(row!.checkpoint) as { done: Array<[number, number]> }).done.reduce(
+      (sum, [a, b]) => sum + (b - a),
+      0,
+    );
+    assert.ok(done >= 1024 * 1024, `the checkpoint holds ${done} bytes`);
+
+    // The path face shows it as paused, and resumes it.
+    const list = await pathFace('GET', '/api/v1/downloads');
+    const record = (list.body.downloads as Array<{ id: string; url: string; paused?: boolean }>).find(
+      (d) => d.url === url,
+    );
+    assert.equal(record?.paused, true);
+    origin.route(path, { size, seed: 35 }); // counters from zero, full speed
+    const resumed = await pathFace('POST', `/api/v1/downloads/${record.id}/resume`);
+    assert.deepEqual(resumed.body, { success: true });
+    const again = await pathFace('POST', `/api/v1/downloads/${record.id}/resume`);
+    assert.equal(again.status, 409);
+
+    const final = await finished(id);
+    assert.equal(final.status, 'completed', JSON.stringify(final));
+    assert.equal(sha256(await readBack('cloudreve://my/dl/paused.bin')), expectedSha256(size, 35));
+    assert.equal(origin.bytesServed(path), size - done, 'the resume fetched only the missing bytes');
+    const late = await server.api('POST', `/workflow/download/${id}/pause`, { token });
+    assert.equal(late.body.code, 409, 'a finished task cannot be paused');
+  });
+
+  test('a task paused as soon as it is created fetches nothing until resumed', async () => {
+    const path = '/pause-queued.bin';
+    // The origin answers late, so the task cannot finish before the pause reaches it.
+    const url = origin.route(path, { size: 10_000, seed: 36, delayMs: 2000 });
+    const r = await server.api<Task[]>('POST', '/workflow/download', {
+      token,
+      body: { dst: 'cloudreve://my/dl', src: [url] },
+    });
+    const id = r.body.data![0]!.id;
+    const p = await server.api<Task>('POST', `/workflow/download/${id}/pause`, { token });
+    assert.equal(p.body.code, 0, JSON.stringify(p.body));
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const t = await task(id);
+    assert.equal(t.paused, true);
+    const fetched = origin.bytesServed(path);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(origin.bytesServed(path), fetched, 'a paused task fetches nothing');
+    const resumed = await server.api<Task>('POST', `/workflow/download/${id}/resume`, { token });
+    assert.equal(resumed.body.code, 0, JSON.stringify(resumed.body));
+    assert.equal((await finished(id)).status, 'completed');
+  });
+});

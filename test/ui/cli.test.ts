@@ -211,6 +211,14 @@ describe('ferry client commands', { timeout: 180_000 }, () => {
       30_000,
       'the download to start',
     );
+    const p = await ferry(['pause', id]);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stdout, new RegExp(`paused ${id}`));
+    const listed = await ferry(['tasks']);
+    assert.match(listed.stdout, new RegExp(`${id}\\s+paused`));
+    const r2 = await ferry(['resume', id]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal((await ferry(['resume', id])).code, 1, 'a task that is not paused is not resumed');
     const c = await ferry(['cancel', id]);
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, new RegExp(`canceled ${id}`));

@@ -70,6 +70,8 @@ export interface Task {
   error_history?: string[];
   retry_count?: number;
   resume_time?: number;
+  /** Ferry extension: paused by the user (status suspending, no resume time) */
+  paused?: boolean;
   duration?: number;
   node?: { id: string; name: string };
   summary?: {

@@ -128,6 +128,18 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
       return ok();
     },
   );
+  // Ferry extensions: pause and resume (a paused task shows as `suspending` with no
+  // resume_time, and `paused: true`).
+  app.post('/workflow/download/:id/pause', { schema: { tags: ['workflow'] } }, async (request) => {
+    const actor = requireActor(request);
+    const id = decodeTaskId((request.params as { id: string }).id);
+    return ok(taskDto(await tasks.pause(actor, id), ids));
+  });
+  app.post('/workflow/download/:id/resume', { schema: { tags: ['workflow'] } }, async (request) => {
+    const actor = requireActor(request);
+    const id = decodeTaskId((request.params as { id: string }).id);
+    return ok(taskDto(await tasks.resume(actor, id), ids));
+  });
   // Ferry extension: start a failed or canceled task again with all its options.
   app.post('/workflow/download/:id/retry', { schema: { tags: ['workflow'] } }, async (request) => {
     const actor = requireActor(request);

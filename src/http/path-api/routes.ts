@@ -14,7 +14,7 @@ import type { Task } from '../../domain/task.ts';
 import { isIpLiteral } from '../../net/address-policy.ts';
 import { FOLDER, type FileRow } from '../../services/files.service.ts';
 import type { Services } from '../../services/index.ts';
-import { parseChecksum } from '../../services/tasks.service.ts';
+import { isPaused, parseChecksum } from '../../services/tasks.service.ts';
 import type { Actor } from '../../services/users.service.ts';
 import { sendBlob } from '../send-blob.ts';
 
@@ -118,6 +118,8 @@ export function activeRecord(task: Task) {
     expected_size: expected,
     progress_percentage: expected ? Math.round((current / expected) * 1000) / 10 : null,
     start_time: Math.floor((task.started_at ?? task.created_at) / 1000),
+    // Ferry extension: paused by the user (hoody's status enum has no such value)
+    ...(isPaused(task) ? { paused: true } : {}),
   };
 }
 
@@ -455,6 +457,27 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
   app.post('/', startBatch);
   app.post('/*', startBatch);
 
+  // Ferry extensions: pause and resume a download by its download_id (a paused one stays in the
+  // active lists with `paused: true`).
+  for (const action of ['pause', 'resume'] as const) {
+    app.post(`/api/v1/downloads/:id/${action}`, async (request, reply) => {
+      const actor = actorOf(request, reply);
+      if (!actor) return reply;
+      const task = await tasks.getByPublicId(actor.user.id, (request.params as { id: string }).id);
+      if (!task) return reply.code(404).send({ success: false, error: 'NOT_FOUND' });
+      try {
+        await (action === 'pause' ? tasks.pause(actor, task.id) : tasks.resume(actor, task.id));
+      } catch (e) {
+        if (!(isAppError(e) && e.code === 'CONFLICT')) throw e;
+        return reply.code(409).send({
+          success: false,
+          error: action === 'pause' ? 'NOT_ACTIVE' : 'NOT_PAUSED',
+          message: e.message,
+        });
+      }
+      return { success: true };
+    });
+  }
   // Ferry extension: start a failed or canceled download again, with all its options.
   app.post('/api/v1/downloads/:id/retry', async (request, reply) => {
     const actor = actorOf(request, reply);
