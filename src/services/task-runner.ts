@@ -461,7 +461,7 @@ export class TaskRunner {
     // left (the lease check above made sure the staging area is ours). A cleanup that fails
     // must not keep the task from ending; the startup sweep removes what is left. A transfer
     // the network broke keeps its partial data for a retry (for KEEP_PARTIAL_MS).
-    const keep = KEEP_PARTIAL_FAILURES.has(failure.failure);
+    const keep = KEEP_PARTIAL_FAILURES.has(failure.failure) && current?.checkpoint != null;
     if (!keep) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
     const ended = await this.repo.fail(task.id, lease, {
       error: failure.message,

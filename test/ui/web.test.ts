@@ -228,6 +228,28 @@ describe('web app in Chromium', { timeout: 240_000 }, () => {
       .waitFor();
   });
 
+  test('/new?url= prefills the links; the tab title counts unfinished tasks', async () => {
+    const slow = origin.route('/web/title.bin', { size: 64 * 1024 * 1024, seed: 54, throttle: 200 * 1024 });
+    const other = 'https://example.org/b.iso';
+    await page.goto(`${server.url}/new?url=${encodeURIComponent(slow)}&url=${encodeURIComponent(other)}`);
+    assert.equal(await page.getByLabel('Links').inputValue(), `${slow}\n${other}`);
+    await page.getByLabel('Links').fill(slow);
+    await page.getByRole('button', { name: 'Start download' }).click();
+    await page.waitForURL(/\/tasks$/);
+    await waitFor(
+      async () => (/^\(\d+\) Ferry$/.test(await page.title()) ? true : undefined),
+      15_000,
+      'a count in the title',
+    );
+    const id = await page.locator('li.task', { hasText: 'title.bin' }).getAttribute('data-task-id');
+    await server.api('DELETE', `/workflow/download/${id}`, { token });
+    await waitFor(
+      async () => ((await page.title()) === 'Ferry' ? true : undefined),
+      15_000,
+      'the plain title',
+    );
+  });
+
   test('a .torrent uploaded in the UI: unchecking files there keeps them out of the drive', async () => {
     const torrentPath = join(tmp, 'web-swarm.torrent');
     await writeFile(torrentPath, swarm.torrentFile);

@@ -33,8 +33,8 @@ export function parseHeaders(text: string): { headers: Record<string, string>; e
   return { headers };
 }
 
-export function NewDownload(props: { navigate: Navigate; initialDst: string[] }) {
-  const [sources, setSources] = useState('');
+export function NewDownload(props: { navigate: Navigate; initialDst: string[]; initialSources?: string }) {
+  const [sources, setSources] = useState(props.initialSources ?? '');
   const [dst, setDst] = useState<string[]>(props.initialDst);
   const [torrent, setTorrent] = useState<
     { kind: 'drive'; segments: string[] } | { kind: 'local'; file: File } | null
