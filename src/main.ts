@@ -152,6 +152,9 @@ async function main(): Promise<void> {
     case 'add':
     case 'tasks':
     case 'cancel':
+    case 'retry':
+    case 'pause':
+    case 'resume':
     case 'link':
     case 'get':
       return runClient(command ?? '', rest);

@@ -5,16 +5,26 @@ import { open } from 'node:fs/promises';
 export class ClientError extends Error {
   readonly code: number;
   readonly details: Record<string, { code: number; msg: string }> | undefined;
-  constructor(message: string, code = 0, details?: Record<string, { code: number; msg: string }>) {
+  /** What a partly failed batch (40081) did create. */
+  readonly data: unknown;
+  constructor(
+    message: string,
+    code = 0,
+    details?: Record<string, { code: number; msg: string }>,
+    data?: unknown,
+  ) {
     super(message);
     this.code = code;
     this.details = details;
+    this.data = data;
   }
 }
 
 export interface TaskDto {
   id: string;
   status: string;
+  /** Ferry extension: paused by the user */
+  paused?: boolean;
   created_at: string;
   updated_at: string;
   error?: string;
@@ -86,6 +96,7 @@ export class FerryClient {
         envelope.msg || `error ${envelope.code}`,
         envelope.code,
         envelope.aggregated_error,
+        envelope.data,
       );
     return envelope.data as T;
   }

@@ -17,10 +17,23 @@ export const CLIENT_USAGE = `  ferry login <server> [--email <e>] [--password <p
             [--header 'Name: value']... [--checksum sha256:<hex>] [--no-wait]
   ferry tasks [--finished]                  active (and finished) downloads
   ferry cancel <task-id>...
+  ferry retry <task-id>...                  start a failed or canceled task again (same options)
+  ferry pause <task-id>...                  pause (keeps the partial data, across restarts)
+  ferry resume <task-id>...                 resume a paused task where it stopped
   ferry link <path>... [--zip]              signed download URL(s)
   ferry get <path> [-o <file>|-]            download a file (resumes a partial one)`;
 
-export const CLIENT_COMMANDS = new Set(['login', 'add', 'tasks', 'cancel', 'link', 'get']);
+export const CLIENT_COMMANDS = new Set([
+  'login',
+  'add',
+  'tasks',
+  'cancel',
+  'retry',
+  'pause',
+  'resume',
+  'link',
+  'get',
+]);
 
 class UsageError extends ClientError {}
 
@@ -240,6 +253,10 @@ async function add(argv: string[]): Promise<void> {
         for (const t of created) if (!latest.has(t.id)) latest.set(t.id, t);
       } catch (e) {
         failures.push(describeFailures(e));
+        // A partly failed batch still lists the tasks it created: follow those.
+        const created = e instanceof ClientError && Array.isArray(e.data) ? (e.data as TaskDto[]) : [];
+        for (const t of created) ids.push(t.id);
+        for (const t of created) if (!latest.has(t.id)) latest.set(t.id, t);
       }
     }
     for (const file of torrents) {
@@ -303,7 +320,7 @@ function statusLine(t: TaskDto): string {
   const rate = t.status === 'processing' && d?.download_speed ? `${formatBytes(d.download_speed)}/s` : '';
   return [
     t.id.padEnd(8),
-    t.status.padEnd(10),
+    (t.paused ? 'paused' : t.status).padEnd(10),
     `${taskPercent(t).toFixed(1)}%`.padStart(6),
     size.padStart(10),
     rate.padStart(12),
@@ -341,6 +358,40 @@ async function cancel(argv: string[]): Promise<void> {
     try {
       await client.call('DELETE', `/workflow/download/${encodeURIComponent(id)}`);
       console.log(`canceled ${id}`);
+    } catch (e) {
+      bad = true;
+      console.error(`error: ${id}: ${(e as Error).message}`);
+    }
+  }
+  if (bad) process.exitCode = 1;
+}
+
+async function retry(argv: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  if (positionals.length === 0) throw new UsageError('usage: ferry retry <task-id>...');
+  const client = await connect();
+  let bad = false;
+  for (const id of positionals) {
+    try {
+      const task = await client.call<TaskDto>('POST', `/workflow/download/${encodeURIComponent(id)}/retry`);
+      console.log(`retried ${id} as ${task.id}`);
+    } catch (e) {
+      bad = true;
+      console.error(`error: ${id}: ${(e as Error).message}`);
+    }
+  }
+  if (bad) process.exitCode = 1;
+}
+
+async function pauseOrResume(action: 'pause' | 'resume', argv: string[]): Promise<void> {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  if (positionals.length === 0) throw new UsageError(`usage: ferry ${action} <task-id>...`);
+  const client = await connect();
+  let bad = false;
+  for (const id of positionals) {
+    try {
+      await client.call<TaskDto>('POST', `/workflow/download/${encodeURIComponent(id)}/${action}`);
+      console.log(`${action === 'pause' ? 'paused' : 'resumed'} ${id}`);
     } catch (e) {
       bad = true;
       console.error(`error: ${id}: ${(e as Error).message}`);
@@ -458,6 +509,11 @@ export async function runClient(command: string, argv: string[]): Promise<void> 
         return await tasks(argv);
       case 'cancel':
         return await cancel(argv);
+      case 'retry':
+        return await retry(argv);
+      case 'pause':
+      case 'resume':
+        return await pauseOrResume(command, argv);
       case 'link':
         return await link(argv);
       case 'get':

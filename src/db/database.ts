@@ -22,6 +22,7 @@ import * as idsNeverReused from './migrations/0005_ids_never_reused.ts';
 import * as sessions from './migrations/0006_sessions.ts';
 import * as taskRuns from './migrations/0010_task_runs.ts';
 import * as webhooks from './migrations/0011_webhooks.ts';
+import * as taskPause from './migrations/0012_task_pause.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -115,6 +116,7 @@ async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
     '0006_sessions': bind(sessions),
     '0010_task_runs': bind(taskRuns),
     '0011_webhooks': bind(webhooks),
+    '0012_task_pause': bind(taskPause),
   };
   // Kysely takes an advisory lock on PostgreSQL, so several nodes can start at once.
   const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });

@@ -167,6 +167,8 @@ export interface TasksTable {
   landed: Generated<string>;
   /** how many times the task was claimed (0010_task_runs): the current run's number */
   run_count: Generated<number>;
+  /** set while the user has paused the task (status suspending, no resume time) */
+  paused_at: number | null;
   created_at: number;
   updated_at: number;
   started_at: number | null;

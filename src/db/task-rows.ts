@@ -44,6 +44,8 @@ export interface NewTask {
   options: TaskOptions;
   selection: StoredSelection | null;
   node_id: number;
+  /** a retry of a failed task starts from that task's checkpoint */
+  checkpoint?: unknown;
 }
 
 export type Eb = ExpressionBuilder<DB, 'tasks'>;
@@ -55,16 +57,19 @@ export const HELD: TaskStatus[] = ['processing', 'suspending'];
 
 /** Waiting to run now: queued, or suspended for a retry whose time has come. */
 export const runnableAt = (now: number) => (eb: Eb) =>
-  eb.or([
-    eb('status', '=', 'queued'),
-    eb.and([eb('status', '=', 'suspending'), eb('resume_time', '<=', now)]),
+  eb.and([
+    eb.or([
+      eb('status', '=', 'queued'),
+      eb.and([eb('status', '=', 'suspending'), eb('resume_time', '<=', now)]),
+    ]),
+    eb('paused_at', 'is', null),
   ]);
 
-/** Running on some node: processing, or seeding (suspending without a resume time). */
+/** Running on some node: processing, or seeding (suspending without a resume time, not paused). */
 export const onANode = (eb: Eb) =>
   eb.or([
     eb('status', '=', 'processing'),
-    eb.and([eb('status', '=', 'suspending'), eb('resume_time', 'is', null)]),
+    eb.and([eb('status', '=', 'suspending'), eb('resume_time', 'is', null), eb('paused_at', 'is', null)]),
   ]);
 
 export const RELEASED = { lease_owner: null, lease_expires_at: null } as const;

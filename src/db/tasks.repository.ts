@@ -7,7 +7,13 @@
 import { sql, type Kysely } from 'kysely';
 import type { Clock } from '../lib/clock.ts';
 import type { DownloadStatus, StoredSelection, Task } from '../domain/task.ts';
-import { ACTIVE_STATUSES, sourcesOf, type TaskPhase, type TaskStatus } from '../domain/task-state.ts';
+import {
+  ACTIVE_STATUSES,
+  FINISHED_STATUSES,
+  sourcesOf,
+  type TaskPhase,
+  type TaskStatus,
+} from '../domain/task-state.ts';
 import type { DB } from './schema.ts';
 import {
   HELD,
@@ -194,13 +200,14 @@ export class TasksRepository {
         retry_count: 0,
         resume_time: null,
         node_id: input.node_id,
-        checkpoint: null,
+        checkpoint: input.checkpoint == null ? null : JSON.stringify(input.checkpoint),
         result_path: null,
         result_size: null,
         failed_files: 0,
         lease_owner: null,
         lease_expires_at: null,
         selection: input.selection ? JSON.stringify(input.selection) : null,
+        paused_at: null,
         created_at: now,
         updated_at: now,
         started_at: null,
@@ -405,11 +412,14 @@ export class TasksRepository {
     );
   }
 
-  /** → error, under the runner's lease: the failure is final. */
+  /**
+   * → error, under the runner's lease: the failure is final. `keepCheckpoint`: the partial data
+   * stays for a retry (a network failure, not a bad file).
+   */
   async fail(
     id: number,
     lease: string,
-    failure: { error: string; failure: string },
+    failure: { error: string; failure: string; keepCheckpoint?: boolean },
   ): Promise<Task | undefined> {
     return this.move(
       id,
@@ -418,12 +428,30 @@ export class TasksRepository {
         error: failure.error,
         failure: failure.failure,
         ended_at: this.clock.now(),
-        checkpoint: null,
+        ...(failure.keepCheckpoint ? {} : { checkpoint: null }),
         resume_time: null,
         ...RELEASED,
       },
       lease,
     );
+  }
+
+  /**
+   * Hands a finished task's kept checkpoint over to its retry: returns it and clears it here,
+   * once (a second caller gets null).
+   */
+  async takeCheckpoint(id: number): Promise<unknown> {
+    const row = await this.get(id);
+    if (!row || row.checkpoint === null || !FINISHED_STATUSES.includes(row.status)) return null;
+    const taken = await this.db
+      .updateTable('tasks')
+      .set({ checkpoint: null })
+      .where('id', '=', id)
+      .where('status', 'in', FINISHED_STATUSES)
+      .where('checkpoint', 'is not', null)
+      .returning('id')
+      .executeTakeFirst();
+    return taken ? row.checkpoint : null;
   }
 
   /** → canceled, whoever holds it: the user's word wins over any runner. */
@@ -434,6 +462,72 @@ export class TasksRepository {
   /** processing/suspending → queued, under `lease`: it stopped here and resumes from its checkpoint. */
   async requeue(id: number, lease: string): Promise<Task | undefined> {
     return this.move(id, 'queued', { resume_time: null, ...RELEASED }, lease);
+  }
+
+  /**
+   * The user pauses: queued, running (not seeding or landing) or waiting to retry → suspending
+   * with `paused_at` and no resume time. A runner keeps its lease until it has stopped and
+   * saved its checkpoint (`settlePaused`); nothing claims or requeues a paused task.
+   */
+  async pause(id: number): Promise<Task | undefined> {
+    const now = this.clock.now();
+    // Entered from the transition table's sources, and from a wait for a retry (suspending
+    // stays suspending: not a status change).
+    const row = await this.db
+      .updateTable('tasks')
+      .set({ status: 'suspending', paused_at: now, resume_time: null, updated_at: now })
+      .where('id', '=', id)
+      .where('status', 'in', [...new Set([...sourcesOf('suspending'), 'suspending' as const])])
+      .where('paused_at', 'is', null)
+      .where('phase', 'not in', ['seeding', 'transfer'])
+      .where((eb) => eb.or([eb('status', '!=', 'suspending'), eb('resume_time', 'is not', null)]))
+      .returningAll()
+      .executeTakeFirst();
+    return row && toTask(row);
+  }
+
+  /** The runner of a paused task stopped: it lets the lease go (staging and checkpoint stay). */
+  async settlePaused(id: number, lease: string): Promise<Task | undefined> {
+    const row = await this.db
+      .updateTable('tasks')
+      .set({ ...RELEASED, updated_at: this.clock.now() })
+      .where('id', '=', id)
+      .where('status', '=', 'suspending')
+      .where('paused_at', 'is not', null)
+      .where('lease_owner', '=', lease)
+      .returningAll()
+      .executeTakeFirst();
+    return row && toTask(row);
+  }
+
+  /**
+   * The user resumes a paused task: → queued (it resumes from its checkpoint). When its runner
+   * has not stopped yet, only the pause is lifted; that runner then hands it back to the queue.
+   */
+  async resume(id: number): Promise<Task | undefined> {
+    const now = this.clock.now();
+    const queued = await this.move(
+      id,
+      'queued',
+      { paused_at: null, resume_time: null, ...RELEASED },
+      undefined,
+      (eb) =>
+        eb.and([
+          eb('status', '=', 'suspending'),
+          eb('paused_at', 'is not', null),
+          eb.or([eb('lease_owner', 'is', null), eb('lease_expires_at', '<', now)]),
+        ]),
+    );
+    if (queued) return queued;
+    const row = await this.db
+      .updateTable('tasks')
+      .set({ paused_at: null, updated_at: now })
+      .where('id', '=', id)
+      .where('status', '=', 'suspending')
+      .where('paused_at', 'is not', null)
+      .returningAll()
+      .executeTakeFirst();
+    return row && toTask(row);
   }
 
   /** Running tasks back to queued where `where` says; they resume from their checkpoints. */

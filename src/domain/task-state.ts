@@ -18,10 +18,12 @@ export type TaskStatus = (typeof TASK_STATUSES)[number];
 export type TaskPhase = '' | 'metadata' | 'monitor' | 'transfer' | 'seeding';
 
 export const TRANSITIONS = {
-  queued: ['processing', 'canceled', 'error'],
+  // queued → suspending: paused by the user before it started.
+  queued: ['processing', 'canceled', 'error', 'suspending'],
   // processing → queued: the node running it stopped (restart, lease lost) and it will resume.
   processing: ['suspending', 'completed', 'error', 'canceled', 'queued'],
-  // suspending: waiting to retry (or seeding); it goes back to processing when resumed.
+  // suspending: waiting to retry, seeding, or paused by the user (paused_at set, no resume
+  // time); it goes back to processing when due, or to queued when the user resumes it.
   suspending: ['processing', 'canceled', 'error', 'completed', 'queued'],
   error: [],
   canceled: [],

@@ -94,6 +94,8 @@ export interface Task {
   landed: number[];
   /** how many times the task was claimed: the current (or last) run's number */
   run_count: number;
+  /** when the user paused it; null when not paused */
+  paused_at: number | null;
   created_at: number;
   updated_at: number;
   started_at: number | null;

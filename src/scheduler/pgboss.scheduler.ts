@@ -17,7 +17,7 @@ import { selectionChanges, type FileChoice, type Task } from '../domain/task.ts'
 import type { Clock } from '../lib/clock.ts';
 import { LEASE_LOST, SHUTDOWN, type TaskRunner } from '../services/task-runner.ts';
 import type { Services } from '../services/index.ts';
-import type { TaskControl, TasksService } from '../services/tasks.service.ts';
+import { PAUSE, type TaskControl, type TasksService } from '../services/tasks.service.ts';
 import { CHANNELS, PgBus } from './pg-bus.ts';
 import type { Scheduler } from './port.ts';
 
@@ -373,6 +373,10 @@ export class PgBossScheduler implements Scheduler {
     if (!message || typeof message.id !== 'number') return;
     if (message.op === 'cancel') {
       this.o.tasks.running.get(message.id)?.abort();
+      return;
+    }
+    if (message.op === 'pause') {
+      this.o.tasks.running.get(message.id)?.abort(PAUSE);
       return;
     }
     if (message.op === 'select') {

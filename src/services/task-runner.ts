@@ -20,7 +20,7 @@ import {
 } from '../downloaders/port.ts';
 import type { ServiceContext } from './context.ts';
 import type { FilesService } from './files.service.ts';
-import { isTorrentTask, type TasksService } from './tasks.service.ts';
+import { isPaused, isTorrentTask, PAUSE, type TasksService } from './tasks.service.ts';
 import type { UsersService } from './users.service.ts';
 
 /** Why a running task's controller was aborted. */
@@ -35,6 +35,15 @@ export const LEASE_LOST = 'lease-lost';
  */
 export function runBlobKey(taskId: number, index: number, run: number): string {
   return run > 0 ? `blobs/task-${taskId}-${index}-r${run}` : `blobs/task-${taskId}-${index}`;
+}
+
+/** Failures that leave the partial data worth keeping: a retry resumes from it. */
+const KEEP_PARTIAL_FAILURES = new Set(['NETWORK', 'TIMEOUT', 'HTTP_ERROR', 'NO_PEERS', 'DAEMON']);
+/** How long a failed task's partial data waits for a retry (the startup sweep removes it after). */
+export const KEEP_PARTIAL_MS = 7 * 86_400_000;
+
+function keptForRetry(task: Task, now: number): boolean {
+  return task.status === 'error' && task.checkpoint !== null && now - (task.ended_at ?? 0) < KEEP_PARTIAL_MS;
 }
 
 export function toStatusJson(p: DownloadProgress, state?: DownloadStatus['state']): DownloadStatus {
@@ -298,6 +307,7 @@ export class TaskRunner {
       for (const id of batch) {
         const row = byId.get(id);
         if (row && !(FINISHED_STATUSES as readonly string[]).includes(row.status)) continue;
+        if (row && keptForRetry(row, this.ctx.clock.now())) continue;
         if (row) await this.deleteUncommittedBlobs(row);
         await rm(this.tasks.stagingDir(id), { recursive: true, force: true });
       }
@@ -434,8 +444,16 @@ export class TaskRunner {
     const owner = await this.repo.get(task.id).catch(() => undefined);
     // Our lease lapsed and another node took the task over: the staging area is its now.
     if (owner?.lease_owner && owner.lease_owner !== lease) return;
-    if (controller.signal.aborted && controller.signal.reason === SHUTDOWN) {
-      // Stopping the server: leave staging and checkpoint, run again after restart.
+    if (owner && isPaused(owner)) {
+      // Paused: staging and checkpoint stay; the task waits, without a runner, to be resumed.
+      const paused = await this.repo.settlePaused(task.id, lease);
+      if (paused) this.tasks.emit(paused);
+      return;
+    }
+    const reason: unknown = controller.signal.reason;
+    if (controller.signal.aborted && (reason === SHUTDOWN || reason === PAUSE)) {
+      // Stopping the server (or a pause the user lifted before the run stopped): leave staging
+      // and checkpoint, run again (after restart).
       const queued = await this.repo.requeue(task.id, lease);
       if (queued) this.tasks.emit(queued);
       return;
@@ -462,9 +480,15 @@ export class TaskRunner {
     }
     // Clean up before the task shows as failed, so a finished task never has staging data
     // left (the lease check above made sure the staging area is ours). A cleanup that fails
-    // must not keep the task from ending; the startup sweep removes what is left.
-    await rm(staging, { recursive: true, force: true }).catch(() => undefined);
-    const ended = await this.repo.fail(task.id, lease, { error: failure.message, failure: failure.failure });
+    // must not keep the task from ending; the startup sweep removes what is left. A transfer
+    // the network broke keeps its partial data for a retry (for KEEP_PARTIAL_MS).
+    const keep = KEEP_PARTIAL_FAILURES.has(failure.failure) && current?.checkpoint != null;
+    if (!keep) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+    const ended = await this.repo.fail(task.id, lease, {
+      error: failure.message,
+      failure: failure.failure,
+      keepCheckpoint: keep,
+    });
     if (ended) this.tasks.emit(ended);
     // Only once it is ours and finished: another node may be landing it under a newer lease.
     if (ended) await this.deleteUncommittedBlobs(task).catch(() => undefined);

@@ -2,7 +2,7 @@
 // selection, and the live event feed. Running them is the scheduler's and runner's job.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TasksRepository } from '../db/tasks.repository.ts';
 import { hasFlag, NodeCapability } from '../domain/boolset.ts';
@@ -35,8 +35,19 @@ export interface TaskEvent {
   task: Task;
 }
 
-/** A control for the node running a task: cancel it, or change its file selection. */
-export type TaskControl = { op: 'cancel'; id: number } | { op: 'select'; id: number; files?: FileChoice[] };
+/** A control for the node running a task: cancel or pause it, or change its file selection. */
+export type TaskControl =
+  | { op: 'cancel'; id: number }
+  | { op: 'pause'; id: number }
+  | { op: 'select'; id: number; files?: FileChoice[] };
+
+/** Why a running task's controller was aborted: the user paused it. */
+export const PAUSE = 'pause';
+
+/** A task the user paused (and has not resumed). */
+export function isPaused(task: Pick<Task, 'status' | 'paused_at'>): boolean {
+  return task.status === 'suspending' && task.paused_at !== null;
+}
 
 /**
  * Scaled out (pgboss scheduler): carries task changes and controls to the other nodes.
@@ -404,6 +415,76 @@ export class TasksService {
         await rm(this.stagingDir(task.id), { recursive: true, force: true });
     }
     this.onWork();
+  }
+
+  /**
+   * Pauses a queued, running or retry-waiting task: the status first (so nothing claims it),
+   * then its runner stops, saving its checkpoint; the staging data stays, across restarts too.
+   */
+  async pause(actor: Actor, taskId: number): Promise<Task> {
+    const task = await this.get(actor, taskId);
+    if (isPaused(task)) return task;
+    const row = await this.repo.pause(task.id);
+    if (!row) {
+      throw new AppError(
+        'CONFLICT',
+        task.phase === 'seeding' || task.phase === 'transfer'
+          ? 'The task is seeding or saving to the drive and cannot be paused'
+          : 'Only an active task can be paused',
+      );
+    }
+    this.emit(row);
+    const controller = this.running.get(task.id);
+    if (controller) controller.abort(PAUSE);
+    else if (row.lease_owner)
+      await this.signals?.control({ op: 'pause', id: task.id }).catch(() => undefined);
+    return row;
+  }
+
+  /** Resumes a paused task: back to the queue, from its checkpoint. */
+  async resume(actor: Actor, taskId: number): Promise<Task> {
+    const task = await this.get(actor, taskId);
+    const row = isPaused(task) ? await this.repo.resume(task.id) : undefined;
+    if (!row) throw new AppError('CONFLICT', 'The task is not paused');
+    this.emit(row);
+    if (row.status === 'queued') this.onWork([row]);
+    return row;
+  }
+
+  /**
+   * Starts a failed or canceled task again, as a new task with every option of the original
+   * (file name, headers, checksum, connections, timeout, selection). A transfer the network broke
+   * kept its partial data: it moves over, and the engine resumes from it while the source is
+   * unchanged (ETag / Last-Modified; otherwise it starts over).
+   */
+  async retry(actor: Actor, taskId: number, correlationId?: string): Promise<Task> {
+    if (!this.ctx.config.allowDownload || !actor.group.allow_remote_download)
+      throw new AppError('GROUP_NOT_ALLOWED', 'Group not allowed to download files');
+    const old = await this.get(actor, taskId);
+    if (old.status !== 'error' && old.status !== 'canceled')
+      throw new AppError('CONFLICT', 'Only a failed or canceled task can be retried');
+    await this.files.disk.require();
+    await assertTaskRoom(this.repo, old.owner_id, 1, this.ctx.config.maxUnfinishedTasks);
+    const checkpoint = await this.repo.takeCheckpoint(old.id);
+    const { correlation_id: _, ...options } = old.options;
+    const row = await this.repo.create({
+      owner_id: old.owner_id,
+      public_id: randomUUID(),
+      src: old.src,
+      src_file: old.src_file,
+      dst: old.dst,
+      dst_folder_id: old.dst_folder_id,
+      options: { ...options, ...(correlationId ? { correlation_id: correlationId } : {}) },
+      selection: old.selection,
+      node_id: this.nodeId,
+      checkpoint,
+    });
+    // Without its partial file the engine sees a checkpoint it cannot use and starts over.
+    if (checkpoint !== null)
+      await rename(this.stagingDir(old.id), this.stagingDir(row.id)).catch(() => undefined);
+    this.emit(row);
+    this.onWork([row]);
+    return row;
   }
 
   /**

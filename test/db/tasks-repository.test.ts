@@ -571,3 +571,78 @@ test('deleteByOwner removes one owner’s tasks only', async () => {
   assert.equal((await repo.listOwned(owner, { statuses: ['queued'], order: 'asc', limit: 10 })).length, 0);
   assert.ok(await repo.get(theirs.id));
 });
+
+test('a failed task may keep its checkpoint, handed once to its retry', async () => {
+  const kept = await taskIn('processing');
+  await repo.saveCheckpoint(kept.id, LEASE, { segments: [[0, 40]] });
+  const ended = (await repo.fail(kept.id, LEASE, {
+    error: 'reset',
+    failure: 'NETWORK',
+    keepCheckpoint: true,
+  }))!;
+  assert.equal(ended.status, 'error');
+  assert.deepEqual(ended.checkpoint, { segments: [[0, 40]] });
+
+  // Only a finished task gives its checkpoint away, and only once.
+  const running = await taskIn('processing');
+  await repo.saveCheckpoint(running.id, LEASE, { segments: [[0, 1]] });
+  assert.equal(await repo.takeCheckpoint(running.id), null);
+  assert.deepEqual((await repo.get(running.id))!.checkpoint, { segments: [[0, 1]] });
+  assert.deepEqual(await repo.takeCheckpoint(kept.id), { segments: [[0, 40]] });
+  assert.equal(await repo.takeCheckpoint(kept.id), null);
+  assert.equal((await repo.get(kept.id))!.checkpoint, null);
+
+  const retry = await repo.create({
+    owner_id: owner,
+    public_id: randomUUID(),
+    src: kept.src,
+    src_file: '',
+    dst: kept.dst,
+    dst_folder_id: 1,
+    options: kept.options,
+    selection: null,
+    node_id: 1,
+    checkpoint: { segments: [[0, 40]] },
+  });
+  assert.equal(retry.status, 'queued');
+  assert.deepEqual(retry.checkpoint, { segments: [[0, 40]] });
+});
+
+test('pause, settle and resume: from which states, and a paused task is neither claimed nor requeued', async () => {
+  const allowed: State[] = ['queued', 'processing', 'retry due', 'retry later'];
+  for (const state of ALL) {
+    const task = await taskIn(state);
+    const paused = await repo.pause(task.id);
+    assert.equal(paused !== undefined, allowed.includes(state), `pause from ${state}`);
+    if (!paused) continue;
+    assert.equal(paused.status, 'suspending');
+    assert.equal(paused.paused_at, T0);
+    assert.equal(paused.resume_time, null);
+    assert.equal(paused.lease_owner, task.lease_owner, 'a runner keeps its lease until it stopped');
+  }
+  // A paused task is never runnable, and a restart does not hand it back to the queue.
+  assert.deepEqual(
+    (await repo.runnable([], 100)).map((t) => t.paused_at),
+    [],
+    'only paused tasks were left runnable, and none of them is',
+  );
+  const running = await taskIn('processing');
+  await repo.pause(running.id);
+  const requeued = await repo.requeueInterrupted(1);
+  assert.ok(!requeued.some((t) => t.id === running.id), 'a paused task stays paused at a restart');
+  assert.equal(await repo.settlePaused(running.id, OTHER), undefined, 'only its runner settles it');
+  const settled = (await repo.settlePaused(running.id, LEASE))!;
+  assert.equal(settled.lease_owner, null);
+  assert.equal(settled.status, 'suspending');
+
+  // Resuming: a released task goes back to the queue; one whose runner has not stopped only
+  // loses the pause (its runner requeues it).
+  const back = (await repo.resume(settled.id))!;
+  assert.deepEqual([back.status, back.paused_at], ['queued', null]);
+  assert.equal(await repo.resume(settled.id), undefined, 'not paused any more');
+  const held = await taskIn('processing');
+  await repo.pause(held.id);
+  const lifted = (await repo.resume(held.id))!;
+  assert.deepEqual([lifted.status, lifted.paused_at, lifted.lease_owner], ['suspending', null, LEASE]);
+  assert.equal((await repo.requeue(held.id, LEASE))?.status, 'queued');
+});

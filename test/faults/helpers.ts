@@ -110,11 +110,21 @@ async function walk(dir: string): Promise<string[]> {
 
 /**
  * The storage invariants after any fault, once no task is running: `staging/tasks` holds
- * nothing, every file under `blobs/` (the temp folder aside) is referenced by exactly one blob
+ * nothing but the partial data of tasks the network failed (kept for a retry), every file under `blobs/` (the temp folder aside) is referenced by exactly one blob
  * row, every blob row has its bytes on disk with the recorded size, and no blob is unreferenced.
  */
 export async function assertNoOrphans(server: TestServer, dataDir = server.dataDir): Promise<void> {
-  const staging = await readdir(join(dataDir, 'staging', 'tasks')).catch(() => [] as string[]);
+  // A task the network failed keeps its partial data (and checkpoint) for a retry.
+  const kept = new Set(
+    (
+      await server.sql<{ id: number }>(
+        "SELECT id FROM tasks WHERE status = 'error' AND checkpoint IS NOT NULL",
+      )
+    ).map((r) => String(r.id)),
+  );
+  const staging = (await readdir(join(dataDir, 'staging', 'tasks')).catch(() => [] as string[])).filter(
+    (name) => !kept.has(name),
+  );
   assert.deepEqual(staging, [], `orphan staging folders: ${staging.join(', ')}`);
   const blobRoot = join(dataDir, 'blobs');
   const onDisk = (await walk(blobRoot)).map((p) => relative(blobRoot, p).split('\\').join('/'));

@@ -55,6 +55,8 @@ export interface RouteBehaviour {
   contentType?: string;
   /** Delay before answering, ms. */
   delayMs?: number;
+  /** Answer 403 unless the request carries these headers (lower-case names) with these values. */
+  requireHeaders?: Record<string, string>;
 }
 
 export interface RequestRecord {
@@ -237,6 +239,10 @@ export async function startOrigin(): Promise<Origin> {
     }
     if (b.status !== undefined) {
       reply(b.status, {}, `status ${b.status}`);
+      return;
+    }
+    if (b.requireHeaders && Object.entries(b.requireHeaders).some(([k, v]) => req.headers[k] !== v)) {
+      reply(403, {}, 'forbidden');
       return;
     }
     if (

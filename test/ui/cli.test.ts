@@ -212,6 +212,14 @@ describe('ferry client commands', { timeout: 180_000 }, () => {
       30_000,
       'the download to start',
     );
+    const p = await ferry(['pause', id]);
+    assert.equal(p.code, 0, p.stderr);
+    assert.match(p.stdout, new RegExp(`paused ${id}`));
+    const listed = await ferry(['tasks']);
+    assert.match(listed.stdout, new RegExp(`${id}\\s+paused`));
+    const r2 = await ferry(['resume', id]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal((await ferry(['resume', id])).code, 1, 'a task that is not paused is not resumed');
     const c = await ferry(['cancel', id]);
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, new RegExp(`canceled ${id}`));
@@ -226,6 +234,19 @@ describe('ferry client commands', { timeout: 180_000 }, () => {
     assert.equal(final.status, 'canceled');
     const bad = await ferry(['cancel', 'nope']);
     assert.equal(bad.code, 1);
+    // retry starts it again as a new task, from the same source into the same folder
+    const again = await ferry(['retry', id]);
+    assert.equal(again.code, 0, again.stderr);
+    const newId = new RegExp(`retried ${id} as (\\S+)`).exec(again.stdout)?.[1];
+    assert.ok(newId, again.stdout);
+    const retried = await server.api<{ summary: { props: { src_str: string; dst: string } } }>(
+      'GET',
+      `/workflow/${newId}`,
+      { token: access },
+    );
+    assert.equal(retried.body.data?.summary.props.src_str, url);
+    assert.equal(retried.body.data?.summary.props.dst, 'cloudreve://my/cli');
+    assert.equal((await ferry(['cancel', newId])).code, 0);
   });
 
   test('a revoked token is reported as a login problem', async () => {

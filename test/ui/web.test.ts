@@ -180,13 +180,74 @@ describe('web app in Chromium', { timeout: 240_000 }, () => {
     const card = page.locator('li.task', { hasText: 'slow.bin' });
     await card.getByText(/Downloading/).waitFor();
     const id = await card.getAttribute('data-task-id');
+    // Pause and resume from the card.
+    await card.getByRole('button', { name: 'Pause' }).click();
+    await card.getByText('Paused').waitFor({ timeout: 15_000 });
+    assert.equal(
+      (await server.api<{ paused?: boolean }>('GET', `/workflow/${id}`, { token })).body.data?.paused,
+      true,
+    );
+    await card.getByRole('button', { name: 'Resume' }).click();
+    await card.getByText(/Queued|Downloading/).waitFor({ timeout: 15_000 });
     await card.getByRole('button', { name: 'Cancel' }).click();
     await card.getByRole('button', { name: 'Yes, cancel' }).click();
     await page.locator('li.task', { hasText: 'slow.bin' }).getByText('Canceled').waitFor({ timeout: 15_000 });
     assert.equal(await taskStatus(id!), 'canceled');
     // Finished tab lists it, with a retry button.
     await page.getByRole('link', { name: 'Finished' }).click();
-    await page.locator('li.task', { hasText: 'slow.bin' }).getByRole('button', { name: 'Retry' }).waitFor();
+    await page.locator('li.task', { hasText: 'slow.bin' }).getByRole('button', { name: 'Retry' }).click();
+    // The retry is a new task from the same source, with the same options (one connection).
+    const retried = await waitFor(
+      async () => {
+        const r = await server.api<{ tasks: Array<{ id: string; summary: { props: { src_str: string } } }> }>(
+          'GET',
+          '/workflow?page_size=10&category=downloading',
+          { token },
+        );
+        return r.body.data?.tasks.find((t) => t.summary.props.src_str === url);
+      },
+      15_000,
+      'the retried task',
+    );
+    assert.notEqual(retried.id, id);
+    await server.api('DELETE', `/workflow/download/${retried.id}`, { token });
+  });
+
+  test('a mixed batch: the form lists the line that started and keeps only the failed ones', async () => {
+    const good = origin.route('/web/batch-ok.bin', { size: 4000, seed: 53 });
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'New download' }).click();
+    await page.getByLabel('Links').fill(['ftp://127.0.0.1/bad', good, 'not a url'].join('\n'));
+    await page.getByRole('button', { name: 'Start download' }).click();
+    const started = page.getByRole('status').filter({ hasText: 'Started 1 task' });
+    await started.waitFor();
+    await started.getByText(good).waitFor();
+    assert.equal(await page.getByLabel('Links').inputValue(), 'ftp://127.0.0.1/bad\nnot a url');
+    await page
+      .getByRole('alert')
+      .getByText(/ftp:\/\/127\.0\.0\.1\/bad/)
+      .waitFor();
+  });
+
+  test('/new?url= prefills the links; the tab title counts unfinished tasks', async () => {
+    const slow = origin.route('/web/title.bin', { size: 64 * 1024 * 1024, seed: 54, throttle: 200 * 1024 });
+    const other = 'https://example.org/b.iso';
+    await page.goto(`${server.url}/new?url=${encodeURIComponent(slow)}&url=${encodeURIComponent(other)}`);
+    assert.equal(await page.getByLabel('Links').inputValue(), `${slow}\n${other}`);
+    await page.getByLabel('Links').fill(slow);
+    await page.getByRole('button', { name: 'Start download' }).click();
+    await page.waitForURL(/\/tasks$/);
+    await waitFor(
+      async () => (/^\(\d+\) Ferry$/.test(await page.title()) ? true : undefined),
+      15_000,
+      'a count in the title',
+    );
+    const id = await page.locator('li.task', { hasText: 'title.bin' }).getAttribute('data-task-id');
+    await server.api('DELETE', `/workflow/download/${id}`, { token });
+    await waitFor(
+      async () => ((await page.title()) === 'Ferry' ? true : undefined),
+      15_000,
+      'the plain title',
+    );
   });
 
   test('a .torrent uploaded in the UI: unchecking files there keeps them out of the drive', async () => {

@@ -13,7 +13,7 @@ import {
 
 // The whole table, written out: a change here must be deliberate.
 const ALLOWED: Record<TaskStatus, TaskStatus[]> = {
-  queued: ['processing', 'canceled', 'error'],
+  queued: ['processing', 'canceled', 'error', 'suspending'], // → suspending: paused before it started
   processing: ['suspending', 'completed', 'error', 'canceled', 'queued'],
   suspending: ['processing', 'canceled', 'error', 'completed', 'queued'],
   error: [],
@@ -41,6 +41,7 @@ test('sourcesOf is the inverse of the table', () => {
   assert.deepEqual(sourcesOf('completed').sort(), ['processing', 'suspending']);
   assert.deepEqual(sourcesOf('canceled').sort(), ['processing', 'queued', 'suspending']);
   assert.deepEqual(sourcesOf('queued').sort(), ['processing', 'suspending']);
+  assert.deepEqual(sourcesOf('suspending').sort(), ['processing', 'queued']);
 });
 
 test('isTaskStatus and retry backoff', () => {

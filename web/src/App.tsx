@@ -135,6 +135,10 @@ export function App() {
         .length,
     [live.tasks],
   );
+  // The tab title counts unfinished tasks, so a background tab shows when they are done.
+  useEffect(() => {
+    document.title = user && running > 0 ? `(${running}) Ferry` : 'Ferry';
+  }, [running, user]);
 
   if (checking)
     return (
@@ -169,8 +173,16 @@ export function App() {
       });
     page = <Drive segments={section === '/drive' ? segments : []} navigate={navigate} />;
   } else if (section === '/new') {
-    const dst = new URLSearchParams(path.split('?')[1] ?? '').get('dst');
-    page = <NewDownload navigate={navigate} initialDst={dst ? dst.split('/').filter(Boolean) : []} />;
+    const params = new URLSearchParams(path.split('?')[1] ?? '');
+    const dst = params.get('dst');
+    // `/new?url=…` (repeatable) prefills the links, e.g. from a bookmarklet or another app.
+    page = (
+      <NewDownload
+        navigate={navigate}
+        initialDst={dst ? dst.split('/').filter(Boolean) : []}
+        initialSources={params.getAll('url').join('\n')}
+      />
+    );
   } else if (section === '/tasks') {
     page = (
       <Tasks

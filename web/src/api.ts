@@ -70,6 +70,8 @@ export interface Task {
   error_history?: string[];
   retry_count?: number;
   resume_time?: number;
+  /** Ferry extension: paused by the user (status suspending, no resume time) */
+  paused?: boolean;
   duration?: number;
   node?: { id: string; name: string };
   summary?: {
@@ -97,10 +99,18 @@ export interface NodeInfo {
 export class ApiError extends Error {
   readonly code: number;
   readonly details: Record<string, { code: number; msg: string }> | undefined;
-  constructor(code: number, message: string, details?: Record<string, { code: number; msg: string }>) {
+  /** What a partly failed batch (40081) did: e.g. the tasks it created. */
+  readonly data: unknown;
+  constructor(
+    code: number,
+    message: string,
+    details?: Record<string, { code: number; msg: string }>,
+    data?: unknown,
+  ) {
     super(message || `Error ${code}`);
     this.code = code;
     this.details = details;
+    this.data = data;
   }
 }
 
@@ -207,7 +217,8 @@ export async function api<T>(method: string, path: string, body?: unknown, retri
     if (await refreshSession()) return api<T>(method, path, body, true);
     signedOut();
   }
-  if (envelope.code !== 0) throw new ApiError(envelope.code, envelope.msg, envelope.aggregated_error);
+  if (envelope.code !== 0)
+    throw new ApiError(envelope.code, envelope.msg, envelope.aggregated_error, envelope.data);
   return envelope.data as T;
 }
 

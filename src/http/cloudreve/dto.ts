@@ -83,6 +83,8 @@ export function taskDto(task: Task, ids: IdCodec, node?: NodeRowLike) {
   if (task.started_at) dto.duration = Math.max(0, (task.ended_at ?? task.updated_at) - task.started_at);
   if (task.resume_time && task.status === 'suspending') dto.resume_time = Math.floor(task.resume_time / 1000);
   if (task.retry_count) dto.retry_count = task.retry_count;
+  // Ferry extension: paused by the user (status suspending with no resume_time).
+  if (task.status === 'suspending' && task.paused_at !== null) dto.paused = true;
   if (node) dto.node = nodeDto(node, ids);
   return dto;
 }

@@ -83,8 +83,10 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
           ...(body.select_files ? { selectFiles: body.select_files } : {}),
         },
       });
-      if (failures.size) throw new BatchError(failures);
-      return ok(created.map((t) => taskDto(t, ids)));
+      const data = created.map((t) => taskDto(t, ids));
+      // A partial batch still says which tasks were created (Ferry: `data`, see COMPATIBILITY.md).
+      if (failures.size) throw new BatchError(failures, data.length ? data : undefined);
+      return ok(data);
     },
   );
   app.get('/workflow', { schema: { tags: ['workflow'], querystring: TaskListQuery } }, async (request) => {
@@ -129,6 +131,24 @@ export async function workflowRoutes(app: FastifyInstance, services: Services): 
       return ok();
     },
   );
+  // Ferry extensions: pause and resume (a paused task shows as `suspending` with no
+  // resume_time, and `paused: true`).
+  app.post('/workflow/download/:id/pause', { schema: { tags: ['workflow'] } }, async (request) => {
+    const actor = requireActor(request);
+    const id = decodeTaskId((request.params as { id: string }).id);
+    return ok(taskDto(await tasks.pause(actor, id), ids));
+  });
+  app.post('/workflow/download/:id/resume', { schema: { tags: ['workflow'] } }, async (request) => {
+    const actor = requireActor(request);
+    const id = decodeTaskId((request.params as { id: string }).id);
+    return ok(taskDto(await tasks.resume(actor, id), ids));
+  });
+  // Ferry extension: start a failed or canceled task again with all its options.
+  app.post('/workflow/download/:id/retry', { schema: { tags: ['workflow'] } }, async (request) => {
+    const actor = requireActor(request);
+    const id = decodeTaskId((request.params as { id: string }).id);
+    return ok(taskDto(await tasks.retry(actor, id, request.id), ids));
+  });
   // Ferry extension: the task's node, for one task (handy for clients and tests).
   app.get('/workflow/:id', { schema: { tags: ['workflow'] } }, async (request) => {
     const actor = requireActor(request);

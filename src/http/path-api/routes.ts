@@ -14,7 +14,7 @@ import type { Task } from '../../domain/task.ts';
 import { isIpLiteral } from '../../net/address-policy.ts';
 import { FOLDER, type FileRow } from '../../services/files.service.ts';
 import type { Services } from '../../services/index.ts';
-import { parseChecksum } from '../../services/tasks.service.ts';
+import { isPaused, parseChecksum } from '../../services/tasks.service.ts';
 import type { Actor } from '../../services/users.service.ts';
 import { sendBlob } from '../send-blob.ts';
 
@@ -119,6 +119,8 @@ export function activeRecord(task: Task) {
     expected_size: expected,
     progress_percentage: expected ? Math.round((current / expected) * 1000) / 10 : null,
     start_time: Math.floor((task.started_at ?? task.created_at) / 1000),
+    // Ferry extension: paused by the user (hoody's status enum has no such value)
+    ...(isPaused(task) ? { paused: true } : {}),
   };
 }
 
@@ -377,6 +379,128 @@ export async function pathApiRoutes(app: FastifyInstance, services: Services): P
         .send({ success: false, error: 'NOT_ACTIVE', message: 'The download already finished' });
     }
     return { success: true };
+  });
+
+  /**
+   * Ferry extension: a batch, `POST /{dir}?downloads=` with `{"urls": [...]}` (and optionally
+   * `headers`, `connections`, `checksum` for every URL). Answers which URLs became downloads and
+   * which failed, and why; 200 when at least one started, else 400.
+   */
+  const startBatch = async (request: FastifyRequest, reply: FastifyReply) => {
+    const actor = actorOf(request, reply);
+    if (!actor) return reply;
+    const query = request.query as Query;
+    if (!has(query, 'downloads')) return reply.code(404).type('text/plain').send('Not Found');
+    if (!ctx.config.allowDownload || !actor.group.allow_remote_download)
+      return reply.code(403).send({ success: false, error: 'DOWNLOAD_FORBIDDEN' });
+    const body = (request.body ?? {}) as {
+      urls?: unknown;
+      headers?: unknown;
+      connections?: unknown;
+      checksum?: unknown;
+    };
+    const urls = body.urls;
+    if (!Array.isArray(urls) || urls.length === 0 || urls.some((u) => typeof u !== 'string'))
+      return reply.code(400).send({
+        success: false,
+        error: 'INVALID_PARAMETER',
+        message: 'urls must be a non-empty array of URLs',
+      });
+    const raw = (request.raw.url ?? '/').split('?', 1)[0]!.slice(ctx.config.pathApiBase.length);
+    const segments = pathSegments(raw);
+    let created;
+    try {
+      const checksum = parseChecksum(body.checksum);
+      created = await tasks.create(actor, {
+        dst: formatFileUri(segments),
+        src: urls,
+        face: 'path',
+        createDst: true,
+        correlationId: request.id,
+        options: {
+          timeout: 300,
+          ...(body.headers !== undefined ? { headers: body.headers as Record<string, string> } : {}),
+          ...(checksum ? { checksum } : {}),
+          ...(body.connections !== undefined ? { connections: Number(body.connections) } : {}),
+        },
+      });
+    } catch (e) {
+      if (isAppError(e) && (e.code === 'PARAM_INVALID' || e.code === 'TOO_MANY_SOURCES'))
+        return reply.code(400).send({ success: false, error: 'INVALID_PARAMETER', message: e.message });
+      if (isAppError(e) && e.code === 'GROUP_NOT_ALLOWED')
+        return reply.code(403).send({ success: false, error: 'DOWNLOAD_FORBIDDEN' });
+      if (
+        isAppError(e) &&
+        (e.code === 'PATH_NOT_EXIST' || e.code === 'OBJECT_EXISTS' || e.code === 'ILLEGAL_NAME')
+      )
+        return reply.code(400).send({ success: false, error: 'INVALID_PATH', message: e.message });
+      throw e;
+    }
+    const downloads = created.tasks.map((task) => {
+      const record = activeRecord(task);
+      return {
+        download_id: task.public_id,
+        url: task.src,
+        filename: record.filename,
+        path: record.file_path,
+      };
+    });
+    const errors = [...created.failures].map(([url, e]) => ({
+      url,
+      error:
+        e.code === 'SOURCE_BLOCKED' ? 'DOMAIN_BLOCKED' : e.code === 'SOURCE_INVALID' ? 'INVALID_URL' : e.code,
+      message: e.message,
+    }));
+    return reply
+      .code(downloads.length > 0 ? 200 : 400)
+      .send({ success: errors.length === 0, downloads, errors });
+  };
+  app.post('/', startBatch);
+  app.post('/*', startBatch);
+
+  // Ferry extensions: pause and resume a download by its download_id (a paused one stays in the
+  // active lists with `paused: true`).
+  for (const action of ['pause', 'resume'] as const) {
+    app.post(`/api/v1/downloads/:id/${action}`, async (request, reply) => {
+      const actor = actorOf(request, reply);
+      if (!actor) return reply;
+      const task = await tasks.getByPublicId(actor.user.id, (request.params as { id: string }).id);
+      if (!task) return reply.code(404).send({ success: false, error: 'NOT_FOUND' });
+      try {
+        await (action === 'pause' ? tasks.pause(actor, task.id) : tasks.resume(actor, task.id));
+      } catch (e) {
+        if (!(isAppError(e) && e.code === 'CONFLICT')) throw e;
+        return reply.code(409).send({
+          success: false,
+          error: action === 'pause' ? 'NOT_ACTIVE' : 'NOT_PAUSED',
+          message: e.message,
+        });
+      }
+      return { success: true };
+    });
+  }
+  // Ferry extension: start a failed or canceled download again, with all its options.
+  app.post('/api/v1/downloads/:id/retry', async (request, reply) => {
+    const actor = actorOf(request, reply);
+    if (!actor) return reply;
+    const task = await tasks.getByPublicId(actor.user.id, (request.params as { id: string }).id);
+    if (!task) return reply.code(404).send({ success: false, error: 'NOT_FOUND' });
+    if (task.status !== 'error' && task.status !== 'canceled')
+      return reply.code(409).send({
+        success: false,
+        error: 'NOT_FINISHED',
+        message: 'Only a failed or canceled download can be retried',
+      });
+    const retried = await tasks.retry(actor, task.id, request.id);
+    const record = activeRecord(retried);
+    return {
+      download_id: retried.public_id,
+      filename: record.filename,
+      path: record.file_path,
+      success: true,
+      message: 'Download started',
+      error: null,
+    };
   });
 
   const handle = async (request: FastifyRequest, reply: FastifyReply) => {

@@ -33,8 +33,8 @@ export function parseHeaders(text: string): { headers: Record<string, string>; e
   return { headers };
 }
 
-export function NewDownload(props: { navigate: Navigate; initialDst: string[] }) {
-  const [sources, setSources] = useState('');
+export function NewDownload(props: { navigate: Navigate; initialDst: string[]; initialSources?: string }) {
+  const [sources, setSources] = useState(props.initialSources ?? '');
   const [dst, setDst] = useState<string[]>(props.initialDst);
   const [torrent, setTorrent] = useState<
     { kind: 'drive'; segments: string[] } | { kind: 'local'; file: File } | null
@@ -49,6 +49,8 @@ export function NewDownload(props: { navigate: Navigate; initialDst: string[] })
   const [busy, setBusy] = useState(false);
   const [uploadPct, setUploadPct] = useState<number | null>(null);
   const [errors, setErrors] = useState<string[]>([]);
+  /** Lines of a partly failed batch that did become tasks (the failed ones stay in the box). */
+  const [started, setStarted] = useState<string[]>([]);
   const torrentInput = useRef<HTMLInputElement>(null);
 
   useEffect(() => {
@@ -79,6 +81,7 @@ export function NewDownload(props: { navigate: Navigate; initialDst: string[] })
       return;
     }
     setErrors([]);
+    setStarted([]);
     setBusy(true);
     try {
       let srcFile: string | undefined;
@@ -102,7 +105,14 @@ export function NewDownload(props: { navigate: Navigate; initialDst: string[] })
       props.navigate('/tasks');
     } catch (err) {
       if (err instanceof ApiError && err.details) {
-        setErrors(Object.entries(err.details).map(([src, e]) => `${src}: ${e.msg}`));
+        const failed = err.details;
+        setErrors(Object.entries(failed).map(([src, e]) => `${src}: ${e.msg}`));
+        // Keep only the lines that failed, so sending again makes no duplicates.
+        const created = Array.isArray(err.data) ? (err.data as Task[]) : [];
+        if (created.length && !torrent) {
+          setStarted(created.map((t) => t.summary?.props.src_str ?? t.id));
+          setSources(lines.filter((l) => l in failed).join('\n'));
+        }
       } else setErrors([(err as Error).message]);
     } finally {
       setBusy(false);
@@ -254,6 +264,26 @@ export function NewDownload(props: { navigate: Navigate; initialDst: string[] })
           </div>
         </details>
 
+        <div aria-live="polite">
+          {started.length > 0 && (
+            <div className="banner ok" role="status">
+              <p>
+                Started {started.length} task{started.length === 1 ? '' : 's'}; the{' '}
+                {errors.length === 1 ? 'line left below' : 'lines left below'} failed.{' '}
+                <button type="button" className="link" onClick={() => props.navigate('/tasks')}>
+                  See tasks
+                </button>
+              </p>
+              <ul className="started">
+                {started.map((s, i) => (
+                  <li key={i} className="truncate" title={s}>
+                    {s}
+                  </li>
+                ))}
+              </ul>
+            </div>
+          )}
+        </div>
         <div aria-live="assertive">
           {errors.length > 0 && (
             <ul className="error banner" role="alert">

@@ -70,14 +70,19 @@ export function Tasks(props: { live: LiveTasks; tab: 'downloading' | 'finished';
       setError((e as Error).message);
     }
   };
-  const retry = async (task: Task) => {
-    const props_ = task.summary?.props;
-    if (!props_) return;
+  const pauseOrResume = async (task: Task) => {
+    const action = task.paused ? 'resume' : 'pause';
     try {
-      const body: Record<string, unknown> = { dst: props_.dst };
-      if (props_.src) body.src_file = props_.src;
-      else body.src = [props_.src_str];
-      await api('POST', '/workflow/download', body);
+      await api('POST', `/workflow/download/${task.id}/${action}`);
+      setNotice(`${action === 'pause' ? 'Paused' : 'Resumed'} ${taskName(task)}`);
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  };
+  const retry = async (task: Task) => {
+    try {
+      // The server starts it again with all its options (headers, checksum, name, connections).
+      await api('POST', `/workflow/download/${task.id}/retry`);
       setNotice(`Started ${taskName(task)} again`);
       navigate('/tasks');
     } catch (e) {
@@ -125,7 +130,14 @@ export function Tasks(props: { live: LiveTasks; tab: 'downloading' | 'finished';
       )}
       <ul className="tasks" aria-label={tab === 'downloading' ? 'Active tasks' : 'Finished tasks'}>
         {list.map((t) => (
-          <TaskCard key={t.id} task={t} onCancel={cancel} onRetry={retry} navigate={navigate} />
+          <TaskCard
+            key={t.id}
+            task={t}
+            onCancel={cancel}
+            onRetry={retry}
+            onPause={pauseOrResume}
+            navigate={navigate}
+          />
         ))}
       </ul>
       {list.length === 0 && !loading && (
@@ -143,7 +155,14 @@ export function Tasks(props: { live: LiveTasks; tab: 'downloading' | 'finished';
           <h2 className="sub">Just finished</h2>
           <ul className="tasks" aria-label="Just finished">
             {recent.map((t) => (
-              <TaskCard key={t.id} task={t} onCancel={cancel} onRetry={retry} navigate={navigate} />
+              <TaskCard
+                key={t.id}
+                task={t}
+                onCancel={cancel}
+                onRetry={retry}
+                onPause={pauseOrResume}
+                navigate={navigate}
+              />
             ))}
           </ul>
         </>
@@ -188,6 +207,7 @@ function TaskCard(props: {
   task: Task;
   onCancel: (t: Task) => Promise<void>;
   onRetry: (t: Task) => Promise<void>;
+  onPause: (t: Task) => Promise<void>;
   navigate: Navigate;
 }) {
   const { task } = props;
@@ -220,8 +240,8 @@ function TaskCard(props: {
         <h3 id={labelId} className="task-name truncate" title={name}>
           {name}
         </h3>
-        <span className={`pill ${task.status}`}>
-          {STATUS_LABEL[task.status] ?? task.status}
+        <span className={`pill ${task.paused ? 'paused' : task.status}`}>
+          {task.paused ? 'Paused' : (STATUS_LABEL[task.status] ?? task.status)}
           {phase && PHASE_LABEL[phase] && isActive ? ` · ${PHASE_LABEL[phase]}` : ''}
         </span>
       </div>
@@ -231,8 +251,8 @@ function TaskCard(props: {
         <span>
           {bytes(done)} / {total ? bytes(total) : '?'}
         </span>
-        {isActive && <span>{speed(d?.download_speed)}</span>}
-        {isActive && <span>ETA {eta(total, done, d?.download_speed ?? 0)}</span>}
+        {isActive && !task.paused && <span>{speed(d?.download_speed)}</span>}
+        {isActive && !task.paused && <span>ETA {eta(total, done, d?.download_speed ?? 0)}</span>}
         {d?.connections ? <span>{d.connections} conn.</span> : null}
         {d?.peers !== undefined && <span>{d.peers} peers</span>}
         {task.status === 'suspending' && task.resume_time ? (
@@ -269,6 +289,11 @@ function TaskCard(props: {
         {files.length > 0 && (
           <button type="button" className="btn small" aria-expanded={open} onClick={() => setOpen(!open)}>
             {open ? 'Hide files' : `Files (${files.length})`}
+          </button>
+        )}
+        {isActive && phase !== 'seeding' && phase !== 'transfer' && (
+          <button type="button" className="btn small" onClick={() => void props.onPause(task)}>
+            {task.paused ? 'Resume' : 'Pause'}
           </button>
         )}
         {isActive &&
