@@ -10,9 +10,7 @@ import {
   parseSelection,
   toTaskPhase,
   toTaskStatus,
-  type StoredSelection,
   type Task,
-  type TaskOptions,
 } from '../domain/task.ts';
 import type { TaskStatus } from '../domain/task-state.ts';
 import type { DB, TasksTable } from './schema.ts';
@@ -33,20 +31,22 @@ export function toTask(row: TaskRowData): Task {
   };
 }
 
-/** What creating a task takes; everything else starts empty. */
-export interface NewTask {
-  owner_id: number;
-  public_id: string;
-  src: string;
-  src_file: string;
-  dst: string;
-  dst_folder_id: number;
-  options: TaskOptions;
-  selection: StoredSelection | null;
-  node_id: number;
+/** What creating a task takes (the task's own fields, typed once in `Task`); the rest starts empty. */
+export type NewTask = Pick<
+  Task,
+  | 'owner_id'
+  | 'public_id'
+  | 'src'
+  | 'src_file'
+  | 'dst'
+  | 'dst_folder_id'
+  | 'options'
+  | 'selection'
+  | 'node_id'
+> & {
   /** a retry of a failed task starts from that task's checkpoint */
   checkpoint?: unknown;
-}
+};
 
 export type Eb = ExpressionBuilder<DB, 'tasks'>;
 export type Condition = (eb: Eb) => Expression<SqlBool>;

@@ -105,14 +105,16 @@ export async function startWorkerNode(config: Config, name: string): Promise<Wor
       if (config.logLevel === 'debug') console.error('scheduler:', e);
     },
   });
-  const beat = async () => {
+  // A failed write is left to the next beat (or to the other nodes' death check).
+  const markNode = async (status: 'active' | 'offline') => {
     await services.ctx.db
       .updateTable('nodes')
-      .set({ status: 'active', last_seen_at: systemClock.now() })
+      .set({ status, last_seen_at: systemClock.now() })
       .where('id', '=', nodeId)
       .execute()
       .catch(() => undefined);
   };
+  const beat = () => markNode('active');
   // Abandoned partials in this node's staging area (tasks that finished or no longer exist,
   // e.g. killed between landing and clean-up); resumable ones of waiting tasks stay.
   await runner.sweepLeftovers().catch(() => undefined);
@@ -126,12 +128,7 @@ export async function startWorkerNode(config: Config, name: string): Promise<Wor
       (closing ??= (async () => {
         clearInterval(heartbeat);
         // Offline first: the tasks this node hands back while stopping go to the shared queue.
-        await services.ctx.db
-          .updateTable('nodes')
-          .set({ status: 'offline', last_seen_at: systemClock.now() })
-          .where('id', '=', nodeId)
-          .execute()
-          .catch(() => undefined);
+        await markNode('offline');
         await scheduler.stop();
         await built.close();
         await services.ctx.db
